@@ -1,0 +1,29 @@
+"""Errors with messages meant for the person using the page."""
+
+
+class TokvizError(Exception):
+    """Base class: `str(error)` is a complete sentence for the user."""
+
+
+class ModelNotFoundError(TokvizError):
+    pass
+
+
+class OfflineError(TokvizError):
+    pass
+
+
+class ModelLoadError(TokvizError):
+    pass
+
+
+class PromptTooLongError(TokvizError):
+    pass
+
+
+class ContextFullError(TokvizError):
+    """The session reached the model's context window; nothing more can be generated."""
+
+
+class PositionError(TokvizError):
+    pass

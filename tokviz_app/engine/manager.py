@@ -1,0 +1,203 @@
+"""Load models once per process and share them between all tabs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import bundled
+from .catalog import BUNDLED_KEY, CATALOG, ModelSpec, hub_reachable, is_cached
+from .devices import dtype_name, resolve_device, resolve_dtype
+from .errors import ModelNotFoundError, PromptTooLongError, TokvizError
+from .loading import Progress, check_hub_id, fetch_from_hub, load_pretrained, looks_like_path
+from .session import GenerationSession
+from .texts import TokenTexts
+from .types import ModelInfo, SamplingParams
+
+
+class LoadedModel:
+    """A causal LM and its tokenizer on one device. Thread-safe: forward passes are serialised."""
+
+    def __init__(self, spec: ModelSpec, hf_model, tokenizer, device: str, dtype: torch.dtype, load_seconds: float):
+        self.key = spec.key
+        self.label = spec.label
+        self.source = spec.source
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype_name(dtype)
+        self.load_seconds = load_seconds
+        config = hf_model.config
+        self.context_length = int(
+            getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
+        )
+        self.vocab_size = int(hf_model.get_output_embeddings().weight.shape[0])
+        eos = getattr(config, "eos_token_id", None)
+        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+        eos_ids.add(tokenizer.eos_token_id)
+        self.eos_token_ids = frozenset(i for i in eos_ids if i is not None)
+        self.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self._texts = TokenTexts(tokenizer)
+        self._forward_lock = threading.Lock()
+
+    # --------------------------------------------------------------- text
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def token_text(self, token_id: int) -> tuple[str, bool]:
+        """(readable text, partial-UTF-8 flag) of one token."""
+        return self._texts.text(token_id)
+
+    # --------------------------------------------------------------- inference
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.hf_model.config)
+
+    def forward(self, ids: list[int], cache, *, start: int) -> torch.Tensor:
+        """Logits (float32, CPU) for `ids` placed after `start` cached tokens."""
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        positions = torch.arange(start, start + len(ids), device=self.device).unsqueeze(0)
+        # inference_mode is thread-local: enter it in the worker thread that runs the pass.
+        with self._forward_lock, torch.inference_mode():
+            out = self.hf_model(input_ids=input_ids, cache=cache, position_ids=positions, use_cache=True)
+            return out.logits[0].float().cpu()
+
+    def start(self, prompt: str, params: SamplingParams | None = None) -> GenerationSession:
+        """A new session: the prompt is tokenised once and scored in one pass (chunked)."""
+        params = params or SamplingParams()
+        ids = self.encode(prompt) if prompt else []
+        bos_added = False
+        if not ids:
+            if self.bos_token_id is None:
+                raise TokvizError("The prompt is empty and this model has no beginning-of-text token to start from.")
+            ids, bos_added = [self.bos_token_id], True
+        if len(ids) > self.context_length:
+            raise PromptTooLongError(
+                f"The prompt is {len(ids)} tokens long, but {self.label} reads at most {self.context_length} tokens. "
+                f"Shorten it by at least {len(ids) - self.context_length} tokens."
+            )
+        return GenerationSession(self, ids, params, bos_added=bos_added)
+
+    def start_from_ids(self, ids: list[int], params: SamplingParams | None = None) -> GenerationSession:
+        if not ids:
+            raise TokvizError("A session needs at least one token.")
+        if len(ids) > self.context_length:
+            raise PromptTooLongError(f"{len(ids)} tokens do not fit the context of {self.context_length}.")
+        return GenerationSession(self, list(ids), params or SamplingParams(), bos_added=False)
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(self.key, self.label, self.source, status="loaded",
+                         extra={"device": self.device, "dtype": self.dtype, "context_length": self.context_length,
+                                "vocab_size": self.vocab_size, "load_seconds": round(self.load_seconds, 2)})
+
+
+@dataclass
+class _Slot:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    model: LoadedModel | None = None
+
+
+class ModelManager:
+    """One per process: resolves names, loads each (model, device, dtype) once, shares it."""
+
+    def __init__(self, device: str = "auto", dtype: str | None = None) -> None:
+        self.device = device
+        self.dtype = dtype
+        self._specs: dict[str, ModelSpec] = {spec.key: spec for spec in CATALOG}
+        self._slots: dict[tuple[str, str, str], _Slot] = {}
+        self._lock = threading.Lock()
+
+    # --------------------------------------------------------------- catalog
+    def add(self, name: str) -> ModelInfo:
+        """Offer an extra model (hub id or local folder); returns its catalog entry."""
+        spec = self.resolve(name)
+        with self._lock:
+            self._specs.setdefault(spec.key, spec)
+        return self._info(spec)
+
+    def catalog(self) -> list[ModelInfo]:
+        with self._lock:
+            specs = list(self._specs.values())
+        return [self._info(spec) for spec in specs]
+
+    def default_key(self) -> str:
+        """GPT-2 where it is cached or the hub is reachable; otherwise the bundled model."""
+        gpt2 = self._specs["gpt2"]
+        return "gpt2" if is_cached(gpt2.source) or hub_reachable() else BUNDLED_KEY
+
+    def loaded(self) -> list[LoadedModel]:
+        with self._lock:
+            return [slot.model for slot in self._slots.values() if slot.model is not None]
+
+    def resolve(self, name: str) -> ModelSpec:
+        """A catalog key, a hub id or a local folder -> ModelSpec. Raises ModelNotFoundError."""
+        name = (name or "").strip()
+        if not name:
+            raise ModelNotFoundError("No model was named.")
+        with self._lock:
+            if name in self._specs:
+                return self._specs[name]
+            for spec in self._specs.values():
+                if spec.source == name:
+                    return spec
+        folder = Path(name).expanduser()
+        if folder.is_dir():
+            return ModelSpec(name, folder.name or name, str(folder.resolve()), f"Local folder {folder.resolve()}")
+        if looks_like_path(name):
+            raise ModelNotFoundError(f"The folder '{name}' does not exist.")
+        check_hub_id(name)
+        return ModelSpec(name, name, name, "Hugging Face hub model")
+
+    # --------------------------------------------------------------- loading
+    def load(self, name: str, device: str | None = None, dtype: str | None = None,
+             progress: Progress | None = None) -> LoadedModel:
+        """Load (or return the already loaded) model. Concurrent calls load it once."""
+        spec = self.resolve(name)
+        device = resolve_device(device or self.device)
+        torch_dtype = resolve_dtype(device, dtype or self.dtype)
+        key = (spec.source, device, dtype_name(torch_dtype))
+        with self._lock:
+            slot = self._slots.setdefault(key, _Slot())
+        with slot.lock:
+            if slot.model is None:
+                started = time.perf_counter()
+                hf_model, tokenizer = self._load_weights(spec, device, torch_dtype, progress)
+                slot.model = LoadedModel(spec, hf_model, tokenizer, device, torch_dtype, time.perf_counter() - started)
+            return slot.model
+
+    def unload(self, name: str) -> None:
+        spec = self.resolve(name)
+        with self._lock:
+            for key in [k for k in self._slots if k[0] == spec.source]:
+                del self._slots[key]
+
+    def _load_weights(self, spec: ModelSpec, device: str, dtype: torch.dtype, progress: Progress | None):
+        if spec.source == "bundled":
+            converted = bundled.ensure_converted(progress)
+            if isinstance(converted, tuple):  # cache not writable: use the in-memory conversion
+                model, tokenizer = converted
+                return model.to(device=device, dtype=dtype).eval(), tokenizer
+            return load_pretrained(converted, device, dtype, progress)
+        folder = Path(spec.source)
+        if folder.is_dir():
+            return load_pretrained(folder, device, dtype, progress)
+        return load_pretrained(fetch_from_hub(spec.source, progress), device, dtype, progress)
+
+    def _info(self, spec: ModelSpec) -> ModelInfo:
+        if any(slot.model is not None and k[0] == spec.source for k, slot in list(self._slots.items())):
+            status = "loaded"
+        elif spec.source == "bundled":
+            status = "bundled"
+        elif Path(spec.source).is_dir():
+            status = "local folder"
+        else:
+            status = "cached" if is_cached(spec.source) else "download"
+        return ModelInfo(spec.key, spec.label, spec.source, spec.description, status)

@@ -1,0 +1,257 @@
+"""One generation: token ids, a KV cache, and the numbers behind every token."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from . import metrics
+from .errors import ContextFullError, PositionError, TokvizError
+from .types import Alternative, SamplingParams, TokenStep
+
+if TYPE_CHECKING:
+    from .manager import LoadedModel
+
+TOP_N = 10
+PREFILL_CHUNK = 256  # prompt tokens per forward pass: bounds logits memory for long prompts
+
+
+class GenerationSession:
+    """Token-by-token generation with exact statistics.
+
+    Invariants: `_ids` holds prompt + generated ids (never re-encoded); the cache
+    holds keys/values for `_ids[:_cached]`; `_next_logits`, when set, is the
+    model's prediction for the token after `_ids`.
+    """
+
+    def __init__(self, model: LoadedModel, prompt_ids: list[int], params: SamplingParams, *, bos_added: bool) -> None:
+        self.model = model
+        self.params = params
+        self._ids: list[int] = list(prompt_ids)
+        self._n_prompt = len(prompt_ids)
+        self._bos_added = bos_added
+        self._cache = model.new_cache()
+        self._cached = 0
+        self._next_logits: torch.Tensor | None = None
+        self._lock = threading.RLock()
+        self._closed = False
+        self._generator = torch.Generator()
+        self._generator.manual_seed(params.seed if params.seed is not None else random.getrandbits(63))
+        self.tokens: list[TokenStep] = []
+        self.prompt_tokens: list[TokenStep] = []
+        self.finish_reason: str | None = None  # "eos", "length", "context", "stopped"
+        self._prefill()
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    @property
+    def token_ids(self) -> list[int]:
+        """Prompt + generated ids (a copy)."""
+        return list(self._ids)
+
+    @property
+    def text(self) -> str:
+        """The exact decoded text of prompt and generated tokens (an added BOS is left out)."""
+        ids = self._ids[1:] if self._bos_added else self._ids
+        return self.model.decode(ids)
+
+    @property
+    def generated_text(self) -> str:
+        return self.model.decode(self._ids[self._n_prompt :])
+
+    def is_eos(self, step: TokenStep) -> bool:
+        return step.token_id in self.model.eos_token_ids
+
+    def step(self) -> TokenStep:
+        """Draw one token with the current sampling settings (one forward pass)."""
+        with self._lock:
+            self._check_open()
+            if len(self._ids) >= self.context_length:
+                self.finish_reason = "context"
+                raise ContextFullError(
+                    f"The context window of {self.context_length} tokens is full: nothing more can be generated."
+                )
+            logits = self._logits_for_next()
+            params = self.params
+            sampled = None if metrics.is_plain(params) else metrics.sampling_probs(logits, params)
+            if params.greedy:
+                token_id = int(logits.argmax())
+            else:
+                token_id = metrics.draw(sampled if sampled is not None else torch.softmax(logits, -1), self._generator)
+            step = self._make_step(logits, token_id, len(self.tokens), params, sampled)
+            self._append(token_id, step)
+            return step
+
+    def generate(self, max_new_tokens: int, *, should_stop: Callable[[], bool] | None = None,
+                 on_token: Callable[[TokenStep], None] | None = None) -> list[TokenStep]:
+        """Up to `max_new_tokens` steps; stops after end-of-text or at the context limit."""
+        steps: list[TokenStep] = []
+        self.finish_reason = None
+        for _ in range(max_new_tokens):
+            if should_stop is not None and should_stop():
+                self.finish_reason = "stopped"
+                break
+            try:
+                step = self.step()
+            except ContextFullError:
+                break
+            steps.append(step)
+            if on_token is not None:
+                on_token(step)
+            if self.is_eos(step):
+                self.finish_reason = "eos"
+                break
+        else:
+            self.finish_reason = "length"
+        return steps
+
+    def choose(self, position: int, token_id: int) -> TokenStep:
+        """Replace generated token `position` by `token_id` and drop the tokens after it.
+
+        Reuses the cached prefix: one forward pass of one token.
+        """
+        with self._lock:
+            self._check_open()
+            if not 0 <= position < len(self.tokens):
+                raise PositionError(f"There is no generated token at position {position}.")
+            self._check_token_id(token_id)
+            index = self._n_prompt + position
+            logits = self._logits_at(index)
+            step = self._make_step(logits, token_id, position, self.params, None)
+            del self._ids[index:]
+            del self.tokens[position:]
+            self._append(token_id, step)
+            return step
+
+    def score(self, position: int, token_ids: list[int]) -> list[tuple[int, float, int]]:
+        """(token_id, prob, rank) of any tokens as candidates for generated `position`
+        (or for the next token when position == len(tokens))."""
+        with self._lock:
+            self._check_open()
+            if not 0 <= position <= len(self.tokens):
+                raise PositionError(f"There is no generated token at position {position}.")
+            for token_id in token_ids:
+                self._check_token_id(token_id)
+            index = self._n_prompt + position
+            logits = self._logits_for_next() if index == len(self._ids) else self._logits_at(index)
+            if index < len(self._ids):
+                self._next_logits = None  # _logits_at moved the cache back
+            probs = torch.softmax(logits, -1)
+            ids = torch.tensor(token_ids, dtype=torch.long)
+            rank = metrics.ranks(logits, ids)
+            return [(t, float(probs[t]), int(r)) for t, r in zip(token_ids, rank.tolist())]
+
+    def truncate(self, n_tokens: int) -> None:
+        """Keep the first `n_tokens` generated tokens."""
+        with self._lock:
+            self._check_open()
+            n_tokens = max(0, min(n_tokens, len(self.tokens)))
+            del self._ids[self._n_prompt + n_tokens :]
+            del self.tokens[n_tokens:]
+            self._next_logits = None
+            self._crop_to(min(self._cached, len(self._ids) - 1))
+
+    def close(self) -> None:
+        """Free the KV cache; the session cannot be used afterwards."""
+        with self._lock:
+            self._closed = True
+            self._cache = None
+            self._next_logits = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ----------------------------------------------------------------- internals
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TokvizError("This session was closed.")
+
+    def _check_token_id(self, token_id: int) -> None:
+        if not 0 <= token_id < self.model.vocab_size:
+            raise PositionError(f"Token id {token_id} is outside the vocabulary (0..{self.model.vocab_size - 1}).")
+
+    def _append(self, token_id: int, step: TokenStep) -> None:
+        self._ids.append(token_id)
+        self.tokens.append(step)
+        self._next_logits = None
+
+    def _crop_to(self, length: int) -> None:
+        if self._cached > length:
+            self._cache.crop(length - self._cached)
+            self._cached = length
+
+    def _forward(self, ids: list[int]) -> torch.Tensor:
+        """Run `ids` through the model after the cached prefix; float32 logits [len(ids), V]."""
+        logits = self.model.forward(ids, self._cache, start=self._cached)
+        self._cached += len(ids)
+        return logits
+
+    def _logits_for_next(self) -> torch.Tensor:
+        if self._next_logits is None:
+            self._crop_to(len(self._ids) - 1)  # at least one token must go through the model
+            self._next_logits = self._forward(self._ids[self._cached :])[-1]
+        return self._next_logits
+
+    def _logits_at(self, index: int) -> torch.Tensor:
+        """The prediction for `_ids[index]`, from the cached prefix `_ids[:index - 1]`."""
+        self._crop_to(index - 1)
+        return self._forward(self._ids[self._cached : index])[-1]
+
+    def _prefill(self) -> None:
+        """Score the prompt in chunks and keep the prediction for the first new token."""
+        ids = self._ids
+        texts = self.model.token_text
+        first_text, first_partial = texts(ids[0])
+        self.prompt_tokens.append(
+            TokenStep(ids[0], first_text, None, None, None, None, None, (), 0, True, first_partial, self.params)
+        )
+        for start in range(0, len(ids), PREFILL_CHUNK):
+            chunk = ids[start : start + PREFILL_CHUNK]
+            logits = self._forward(chunk)
+            targets = ids[start + 1 : start + 1 + len(chunk)]
+            if targets:
+                self.prompt_tokens.extend(self._make_steps(logits[: len(targets)], targets, start + 1, is_prompt=True))
+            self._next_logits = logits[-1]
+
+    def _make_step(self, logits: torch.Tensor, token_id: int, position: int, params: SamplingParams,
+                   sampled: torch.Tensor | None) -> TokenStep:
+        return self._make_steps(logits.unsqueeze(0), [token_id], position, is_prompt=False, params=params,
+                                sampled=None if sampled is None else sampled.unsqueeze(0))[0]
+
+    def _make_steps(self, logits: torch.Tensor, token_ids: list[int], first_position: int, *, is_prompt: bool,
+                    params: SamplingParams | None = None, sampled: torch.Tensor | None = None) -> list[TokenStep]:
+        """Vectorised statistics for rows of logits [T, V] and their chosen tokens."""
+        params = params or self.params
+        logprobs = metrics.log_softmax(logits)
+        if sampled is None:
+            sampled = logprobs.exp() if metrics.is_plain(params) else metrics.sampling_probs(logits, params)
+        targets = torch.tensor(token_ids, dtype=torch.long, device=logits.device).unsqueeze(-1)
+        chosen_logprob = logprobs.gather(-1, targets).squeeze(-1)
+        chosen_sampled = sampled.gather(-1, targets).squeeze(-1)
+        rank = metrics.ranks(logits, targets.squeeze(-1))
+        entropy = metrics.entropy_bits(logprobs)
+        top_logprob, top_ids = logprobs.topk(min(TOP_N, logprobs.shape[-1]), dim=-1)
+        top_sampled = sampled.gather(-1, top_ids)
+        rows = zip(token_ids, chosen_logprob.tolist(), chosen_sampled.tolist(), rank.tolist(), entropy.tolist(),
+                   top_ids.tolist(), top_logprob.exp().tolist(), top_sampled.tolist())
+        texts = self.model.token_text
+        steps = []
+        for offset, (token_id, logprob, s_prob, r, ent, alt_ids, alt_probs, alt_sampled) in enumerate(rows):
+            text, partial = texts(token_id)
+            alternatives = tuple(
+                Alternative(a, texts(a)[0], p, sp) for a, p, sp in zip(alt_ids, alt_probs, alt_sampled)
+            )
+            steps.append(TokenStep(
+                token_id=token_id, text=text, prob=math.exp(logprob), logprob=logprob, rank=int(r),
+                entropy=ent, sampled_prob=s_prob, alternatives=alternatives, position=first_position + offset,
+                is_prompt=is_prompt, partial=partial, sampling=params,
+            ))
+        return steps

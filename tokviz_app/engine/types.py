@@ -1,0 +1,75 @@
+"""Plain data the engine hands out: frozen, picklable, free of torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is drawn. `top_k=0` and `top_p=1.0` mean "no cut"."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.greedy and not self.temperature > 0:
+            raise ValueError("temperature must be > 0 (use greedy=True for argmax)")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One of the most likely tokens at a position."""
+
+    token_id: int
+    text: str
+    prob: float
+    sampled_prob: float
+
+
+@dataclass(frozen=True)
+class TokenStep:
+    """Everything known about one token at one position.
+
+    `prob`/`logprob`/`rank`/`entropy` come from the model's raw distribution at
+    temperature 1; `sampled_prob` from the distribution after the session's sampling
+    settings. For the very first prompt token the model has no prediction: those
+    fields are None and `alternatives` is empty.
+    """
+
+    token_id: int
+    text: str  # readable: partial UTF-8 bytes shown as a byte marker like ‹F0 9F›
+    prob: float | None
+    logprob: float | None
+    rank: int | None  # 1 = most likely, over the whole vocabulary
+    entropy: float | None  # bits
+    sampled_prob: float | None
+    alternatives: tuple[Alternative, ...] = ()
+    position: int = 0  # 0-based among generated tokens (or among prompt tokens when is_prompt)
+    is_prompt: bool = False
+    partial: bool = False  # the token's bytes are not complete UTF-8 on their own
+    sampling: SamplingParams | None = None  # settings the token was drawn or scored with
+
+    @property
+    def surprisal(self) -> float | None:
+        """-log2 p: bits of surprise."""
+        return None if self.logprob is None else -self.logprob / 0.6931471805599453
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the page shows about a model before and after loading."""
+
+    key: str
+    label: str
+    source: str  # hub id, local folder, or bundled GGUF path
+    description: str = ""
+    status: str = ""  # "cached", "bundled", "download", "local folder", "loaded"
+    extra: dict = field(default_factory=dict)
