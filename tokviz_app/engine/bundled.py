@@ -59,7 +59,9 @@ def ensure_converted(progress: Callable[[float | None, str], None] | None = None
         return converted_folder()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the page shows progress; keep the console clean
     source = gguf_path()
     if progress:
         progress(None, "Converting the bundled GGUF model (first use only, about 15-30 s)…")

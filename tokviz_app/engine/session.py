@@ -145,7 +145,7 @@ class GenerationSession:
                 self._next_logits = None  # _logits_at moved the cache back
             probs = torch.softmax(logits, -1)
             ids = torch.tensor(token_ids, dtype=torch.long)
-            rank = metrics.ranks(logits, ids)
+            rank = metrics.ranks(logits.expand(len(token_ids), -1), ids)
             return [(t, float(probs[t]), int(r)) for t, r in zip(token_ids, rank.tolist())]
 
     def truncate(self, n_tokens: int) -> None:

@@ -1,0 +1,77 @@
+"""An independent computation of what the engine should report.
+
+One full forward pass over all ids (no cache), then float64 numpy maths:
+nothing here shares code with tokviz_app.engine.metrics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def full_logits(model, ids: list[int]) -> np.ndarray:
+    """Logits [len(ids), V] from one uncached forward pass."""
+    with torch.no_grad():
+        out = model.hf_model(input_ids=torch.tensor([ids]), use_cache=False)
+    return out.logits[0].double().numpy()
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max())
+    return z / z.sum()
+
+
+def sampler_distribution(logits: np.ndarray, temperature=1.0, top_k=0, top_p=1.0, greedy=False) -> np.ndarray:
+    if greedy:
+        out = np.zeros_like(logits)
+        out[int(np.argmax(logits))] = 1.0
+        return out
+    z = logits / temperature
+    if top_k:
+        threshold = np.sort(z)[::-1][top_k - 1]
+        z = np.where(z < threshold, -np.inf, z)
+    p = softmax(z)
+    if top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        keep = np.zeros(len(p), dtype=bool)
+        mass = 0.0
+        for i in order:  # smallest prefix reaching top_p
+            keep[i] = True
+            mass += p[i]
+            if mass >= top_p:
+                break
+        p = np.where(keep, p, 0.0)
+        p = p / p.sum()
+    return p
+
+
+def expected(logits_row: np.ndarray, token_id: int, **sampling) -> dict:
+    p = softmax(logits_row)
+    nz = p[p > 0]
+    top = np.argsort(-p, kind="stable")[:10]
+    return {
+        "prob": p[token_id],
+        "logprob": np.log(p[token_id]),
+        "rank": int((logits_row > logits_row[token_id]).sum()) + 1,
+        "entropy": float(-(nz * np.log2(nz)).sum()),
+        "sampled_prob": sampler_distribution(logits_row, **sampling)[token_id],
+        "top_ids": top.tolist(),
+        "top_probs": p[top],
+        "top_sampled": sampler_distribution(logits_row, **sampling)[top],
+    }
+
+
+def assert_step_matches(step, logits_row: np.ndarray, tol: float = 1e-4, **sampling) -> None:
+    exp = expected(logits_row, step.token_id, **sampling)
+    assert abs(step.prob - exp["prob"]) < tol
+    assert abs(step.logprob - exp["logprob"]) < max(tol, 1e-3 * abs(exp["logprob"]))
+    assert step.rank == exp["rank"]
+    assert abs(step.entropy - exp["entropy"]) < 1e-3
+    assert abs(step.sampled_prob - exp["sampled_prob"]) < tol
+    alt_probs = np.array([a.prob for a in step.alternatives])
+    np.testing.assert_allclose(alt_probs, exp["top_probs"], atol=tol)
+    np.testing.assert_allclose([a.sampled_prob for a in step.alternatives], exp["top_sampled"], atol=tol)
+    # Ids must match except where two probabilities tie within float error.
+    for a, b, pa in zip([a.token_id for a in step.alternatives], exp["top_ids"], alt_probs):
+        assert a == b or abs(pa - softmax(logits_row)[b]) < 1e-6

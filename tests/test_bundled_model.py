@@ -1,0 +1,51 @@
+"""The bundled SmolLM2-135M: a real model that works with no network."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.reference import assert_step_matches, full_logits
+from tokviz_app.engine import ModelManager, SamplingParams
+from tokviz_app.engine import bundled
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def converted_cache(tmp_path_factory):
+    """A fresh tokviz cache so the first load really converts the GGUF."""
+    folder = tmp_path_factory.mktemp("tokviz-cache")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TOKVIZ_CACHE_DIR", str(folder))
+    yield folder
+    patch.undo()
+
+
+def test_bundled_model_converts_once_then_loads_fast_and_knows_paris(converted_cache):
+    assert not bundled.is_converted()
+    messages = []
+    started = time.perf_counter()
+    model = ModelManager(device="cpu").load("smollm2-135m", progress=lambda f, m: messages.append(m))
+    first_load = time.perf_counter() - started
+    assert bundled.is_converted() and any("Converting" in m for m in messages)
+
+    started = time.perf_counter()
+    again = ModelManager(device="cpu").load("smollm2-135m")
+    second_load = time.perf_counter() - started
+    print(f"bundled model: first load {first_load:.1f} s (GGUF conversion), cached load {second_load:.1f} s")
+    assert second_load < first_load
+
+    session = again.start("The capital of France is", SamplingParams(greedy=True))
+    step = session.step()
+    assert step.alternatives[0].text == " Paris"
+    assert step.text == " Paris" and step.prob > 0.5
+    session.generate(5)
+    logits = full_logits(again, session.token_ids)
+    n_prompt = len(session.prompt_tokens)
+    for t in session.tokens:
+        assert_step_matches(t, logits[n_prompt + t.position - 1], greedy=True)
+    for t in session.prompt_tokens[1:]:
+        assert_step_matches(t, logits[t.position - 1], greedy=True)
+    assert model.context_length == 8192
