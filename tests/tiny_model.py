@@ -18,14 +18,11 @@ CORPUS = (
 )
 
 
-def build_tiny_model(folder: Path, *, n_layer: int = 2, n_embd: int = 64, n_positions: int = 256,
-                     vocab_size: int = 400, seed: int = 0, train_steps: int = 40) -> Path:
-    import torch
+def train_tokenizer(vocab_size: int, model_max_length: int = 1_000_000):
+    """A byte-level BPE tokenizer (GPT-2 style) trained on CORPUS in well under a second."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -35,10 +32,20 @@ def build_tiny_model(folder: Path, *, n_layer: int = 2, n_embd: int = 64, n_posi
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tok.train_from_iterator([CORPUS] * 20, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>", model_max_length=1_000_000,  # context checks are the engine's job
+        unk_token="<|endoftext|>", model_max_length=model_max_length,  # context checks are the engine's job
     )
+
+
+def build_tiny_model(folder: Path, *, n_layer: int = 2, n_embd: int = 64, n_positions: int = 256,
+                     vocab_size: int = 400, seed: int = 0, train_steps: int = 40) -> Path:
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fast = train_tokenizer(vocab_size)
     fast.save_pretrained(folder)
 
     torch.manual_seed(seed)

@@ -1,0 +1,121 @@
+"""Engine speed: a tokviz step vs a bare KV-cached forward vs the naive re-encode loop.
+
+    uv run python bench/engine.py [--model gpt2|gpt2-medium] [--device cpu|cuda] [--json]
+
+Prints ms/token at 100 and 600 tokens of context, the cost of choose() at a
+600-token context, and the ratios the engine issue sets as targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+from models import TOKENIZER_VOCAB, build_random_gpt2
+
+
+def timed(fn, repeat: int) -> float:
+    """Median milliseconds of `repeat` calls (after one warm-up)."""
+    fn()
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="gpt2", choices=["gpt2", "gpt2-medium"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+    from transformers import DynamicCache
+
+    from tokviz_app.engine import ModelManager, SamplingParams
+
+    model = ModelManager(device=args.device).load(str(build_random_gpt2(args.model)))
+    hf, tok = model.hf_model, model.tokenizer
+    gen = torch.Generator().manual_seed(0)
+    results: dict = {"model": args.model, "device": model.device, "dtype": model.dtype,
+                     "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
+
+    def sync():
+        if model.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    for context in (100, 600):
+        prompt = torch.randint(1, TOKENIZER_VOCAB, (context,), generator=gen).tolist()
+
+        session = model.start_from_ids(prompt, SamplingParams(seed=0))
+        results[f"step_ms@{context}"] = timed(lambda: (session.step(), sync()), args.steps)
+
+        cache = DynamicCache(config=hf.config)
+        with torch.inference_mode():
+            out = hf(input_ids=torch.tensor([prompt], device=model.device), cache=cache, use_cache=True)
+        state = {"next": int(out.logits[0, -1].argmax()), "length": context}
+
+        def bare_step():
+            with torch.inference_mode():
+                out = hf(input_ids=torch.tensor([[state["next"]]], device=model.device), cache=cache, use_cache=True,
+                         position_ids=torch.tensor([[state["length"]]], device=model.device))
+                state["next"] = int(out.logits[0, -1].argmax())
+                state["length"] += 1
+            sync()
+
+        results[f"bare_ms@{context}"] = timed(bare_step, args.steps)
+
+        naive_ids = list(prompt)
+
+        def naive_step():
+            # What simple implementations do: re-encode the whole text, run it all again.
+            ids = tok(tok.decode(naive_ids))["input_ids"]
+            with torch.inference_mode():
+                logits = hf(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits
+            naive_ids.append(int(logits[0, -1, :TOKENIZER_VOCAB].argmax()))
+            sync()
+
+        results[f"naive_ms@{context}"] = timed(naive_step, max(3, args.steps // 6))
+        session.close()
+
+    prompt = torch.randint(1, TOKENIZER_VOCAB, (580,), generator=gen).tolist()
+    session = model.start_from_ids(prompt, SamplingParams(seed=0))
+
+    choose_ms = []
+    for _ in range(8):
+        session.generate(20)
+        position = len(session.tokens) - 10
+        started = time.perf_counter()
+        session.choose(position, 7)
+        sync()
+        choose_ms.append((time.perf_counter() - started) * 1000)
+    results["choose_ms@600"] = statistics.median(choose_ms[1:])
+    results["step_over_bare@600"] = results["step_ms@600"] / results["bare_ms@600"]
+    results["naive_over_step@600"] = results["naive_ms@600"] / results["step_ms@600"]
+    results["choose_over_step@600"] = results["choose_ms@600"] / results["step_ms@600"]
+
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"tokviz engine benchmark: {args.model} config, random weights, {model.device} {model.dtype}, "
+          f"{results['torch_threads']} torch threads")
+    print(f"{'':28}{'100 ctx':>12}{'600 ctx':>12}")
+    for name, label in (("step", "tokviz step() ms/token"), ("bare", "bare KV-cached forward"),
+                        ("naive", "naive re-encode loop")):
+        print(f"{label:28}{results[f'{name}_ms@100']:>12.1f}{results[f'{name}_ms@600']:>12.1f}")
+    print(f"{'choose() at 600 ctx, ms':28}{'':>12}{results['choose_ms@600']:>12.1f}")
+    print()
+    print(f"step / bare forward   {results['step_over_bare@600']:.2f}x  (target <= 1.25x)")
+    print(f"naive / step          {results['naive_over_step@600']:.1f}x  (target >= 5x)")
+    print(f"choose / step         {results['choose_over_step@600']:.2f}x  (target <= 2.5x)")
+
+
+if __name__ == "__main__":
+    main()
