@@ -10,10 +10,23 @@ import numpy as np
 import torch
 
 
+_PLAIN_MODELS: dict[str, object] = {}
+
+
+def plain_model(model):
+    """An independent copy of the model's weights, loaded by transformers alone (no packing, no lane)."""
+    from transformers import AutoModelForCausalLM
+
+    folder = model.hf_model.config._name_or_path
+    if folder not in _PLAIN_MODELS:
+        _PLAIN_MODELS[folder] = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return _PLAIN_MODELS[folder]
+
+
 def full_logits(model, ids: list[int]) -> np.ndarray:
-    """Logits [len(ids), V] from one uncached forward pass."""
+    """Logits [len(ids), V] from one uncached forward pass of an independently loaded copy."""
     with torch.no_grad():
-        out = model.hf_model(input_ids=torch.tensor([ids]), use_cache=False)
+        out = plain_model(model)(input_ids=torch.tensor([ids]), use_cache=False)
     return out.logits[0].double().numpy()
 
 

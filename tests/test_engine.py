@@ -49,12 +49,12 @@ def test_choose_reuses_prefix_and_numbers_stay_exact(tiny_model):
     steps = session.generate(20)
     alternative = steps[5].alternatives[3]
     calls = []
-    original = tiny_model.forward
-    tiny_model.forward = lambda ids, cache, start: calls.append(len(ids)) or original(ids, cache, start=start)
+    lane = tiny_model.lane
+    lane.feed = lambda slot, ids, keep: calls.append(len(ids)) or type(lane).feed(lane, slot, ids, keep)
     try:
         chosen = session.choose(5, alternative.token_id)
     finally:
-        del tiny_model.forward
+        del lane.feed
     assert calls == [1], "choose() must run exactly one one-token forward pass"
     assert chosen.token_id == alternative.token_id and chosen.position == 5
     assert abs(chosen.prob - alternative.prob) < 1e-5

@@ -11,7 +11,9 @@ import torch
 
 from . import bundled
 from .catalog import BUNDLED_KEY, CATALOG, ModelSpec, hub_reachable, is_cached
+from .cpu_pack import pack_linear_layers, packing_enabled
 from .devices import dtype_name, resolve_device, resolve_dtype
+from .lane import InferenceLane
 from .errors import ModelNotFoundError, PromptTooLongError, TokvizError
 from .loading import Progress, check_hub_id, fetch_from_hub, load_pretrained, looks_like_path
 from .session import GenerationSession
@@ -20,9 +22,14 @@ from .types import ModelInfo, SamplingParams
 
 
 class LoadedModel:
-    """A causal LM and its tokenizer on one device. Thread-safe: forward passes are serialised."""
+    """A causal LM and its tokenizer on one device.
 
-    def __init__(self, spec: ModelSpec, hf_model, tokenizer, device: str, dtype: torch.dtype, load_seconds: float):
+    Thread-safe: all forward passes go through its inference lane, which batches
+    the decoding steps of concurrent sessions.
+    """
+
+    def __init__(self, spec: ModelSpec, hf_model, tokenizer, device: str, dtype: torch.dtype, load_seconds: float,
+                 *, batching: bool = True):
         self.key = spec.key
         self.label = spec.label
         self.source = spec.source
@@ -35,14 +42,14 @@ class LoadedModel:
         self.context_length = int(
             getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
         )
-        self.vocab_size = int(hf_model.get_output_embeddings().weight.shape[0])
+        self.vocab_size = int(config.get_text_config().vocab_size)
         eos = getattr(config, "eos_token_id", None)
         eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
         eos_ids.add(tokenizer.eos_token_id)
         self.eos_token_ids = frozenset(i for i in eos_ids if i is not None)
         self.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self._texts = TokenTexts(tokenizer)
-        self._forward_lock = threading.Lock()
+        self.lane = InferenceLane(hf_model, device, batching=batching)
 
     # --------------------------------------------------------------- text
     def encode(self, text: str) -> list[int]:
@@ -55,21 +62,7 @@ class LoadedModel:
         """(readable text, partial-UTF-8 flag) of one token."""
         return self._texts.text(token_id)
 
-    # --------------------------------------------------------------- inference
-    def new_cache(self):
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.hf_model.config)
-
-    def forward(self, ids: list[int], cache, *, start: int) -> torch.Tensor:
-        """Logits (float32, CPU) for `ids` placed after `start` cached tokens."""
-        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
-        positions = torch.arange(start, start + len(ids), device=self.device).unsqueeze(0)
-        # inference_mode is thread-local: enter it in the worker thread that runs the pass.
-        with self._forward_lock, torch.inference_mode():
-            out = self.hf_model(input_ids=input_ids, cache=cache, position_ids=positions, use_cache=True)
-            return out.logits[0].float().cpu()
-
+    # --------------------------------------------------------------- sessions
     def start(self, prompt: str, params: SamplingParams | None = None) -> GenerationSession:
         """A new session: the prompt is tokenised once and scored in one pass (chunked)."""
         params = params or SamplingParams()
@@ -108,9 +101,12 @@ class _Slot:
 class ModelManager:
     """One per process: resolves names, loads each (model, device, dtype) once, shares it."""
 
-    def __init__(self, device: str = "auto", dtype: str | None = None) -> None:
+    def __init__(self, device: str = "auto", dtype: str | None = None, *, batching: bool = True,
+                 cpu_pack: bool = True) -> None:
         self.device = device
         self.dtype = dtype
+        self.batching = batching  # one batched inference lane per model
+        self.cpu_pack = cpu_pack  # oneDNN-packed linear layers on CPU (fp32)
         self._specs: dict[str, ModelSpec] = {spec.key: spec for spec in CATALOG}
         self._slots: dict[tuple[str, str, str], _Slot] = {}
         self._lock = threading.Lock()
@@ -170,7 +166,10 @@ class ModelManager:
             if slot.model is None:
                 started = time.perf_counter()
                 hf_model, tokenizer = self._load_weights(spec, device, torch_dtype, progress)
-                slot.model = LoadedModel(spec, hf_model, tokenizer, device, torch_dtype, time.perf_counter() - started)
+                if self.cpu_pack and packing_enabled(device, torch_dtype):
+                    pack_linear_layers(hf_model)
+                slot.model = LoadedModel(spec, hf_model, tokenizer, device, torch_dtype, time.perf_counter() - started,
+                                         batching=self.batching)
             return slot.model
 
     def unload(self, name: str) -> None:

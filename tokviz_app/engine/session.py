@@ -17,15 +17,17 @@ if TYPE_CHECKING:
     from .manager import LoadedModel
 
 TOP_N = 10
-PREFILL_CHUNK = 256  # prompt tokens per forward pass: bounds logits memory for long prompts
+PREFILL_CHUNK = 512  # prompt tokens scored at once: bounds logits memory for long prompts
 
 
 class GenerationSession:
     """Token-by-token generation with exact statistics.
 
-    Invariants: `_ids` holds prompt + generated ids (never re-encoded); the cache
-    holds keys/values for `_ids[:_cached]`; `_next_logits`, when set, is the
-    model's prediction for the token after `_ids`.
+    Invariants: `_ids` holds prompt + generated ids (never re-encoded); the
+    model's inference lane holds keys/values for `_ids[:_cached]` in this
+    session's slot; `_next_logits`, when set, is the model's prediction for the
+    token after `_ids`. Cropping is free bookkeeping: the lane applies it with
+    the next forward pass.
     """
 
     def __init__(self, model: LoadedModel, prompt_ids: list[int], params: SamplingParams, *, bos_added: bool) -> None:
@@ -34,7 +36,7 @@ class GenerationSession:
         self._ids: list[int] = list(prompt_ids)
         self._n_prompt = len(prompt_ids)
         self._bos_added = bos_added
-        self._cache = model.new_cache()
+        self._slot = model.lane.new_slot()
         self._cached = 0
         self._next_logits: torch.Tensor | None = None
         self._lock = threading.RLock()
@@ -161,9 +163,10 @@ class GenerationSession:
     def close(self) -> None:
         """Free the KV cache; the session cannot be used afterwards."""
         with self._lock:
-            self._closed = True
-            self._cache = None
-            self._next_logits = None
+            if not self._closed:
+                self._closed = True
+                self.model.lane.release(self._slot)
+                self._next_logits = None
 
     @property
     def closed(self) -> bool:
@@ -184,13 +187,11 @@ class GenerationSession:
         self._next_logits = None
 
     def _crop_to(self, length: int) -> None:
-        if self._cached > length:
-            self._cache.crop(length - self._cached)
-            self._cached = length
+        self._cached = min(self._cached, length)
 
     def _forward(self, ids: list[int]) -> torch.Tensor:
         """Run `ids` through the model after the cached prefix; float32 logits [len(ids), V]."""
-        logits = self.model.forward(ids, self._cache, start=self._cached)
+        logits = self.model.lane.feed(self._slot, ids, keep=self._cached)
         self._cached += len(ids)
         return logits
 
@@ -215,7 +216,7 @@ class GenerationSession:
         )
         for start in range(0, len(ids), PREFILL_CHUNK):
             chunk = ids[start : start + PREFILL_CHUNK]
-            logits = self._forward(chunk)
+            logits = self._forward(chunk)  # the lane splits it further between other tabs' steps
             targets = ids[start + 1 : start + 1 + len(chunk)]
             if targets:
                 self.prompt_tokens.extend(self._make_steps(logits[: len(targets)], targets, start + 1, is_prompt=True))
