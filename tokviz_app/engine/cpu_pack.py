@@ -41,4 +41,21 @@ def pack_linear_layers(model: torch.nn.Module) -> int:
                 continue
             setattr(module, name, MkldnnLinear(dense, torch.float32))
             packed += 1
+    # What is left (embeddings, norms) may still point into the memory-mapped
+    # checkpoint; own copies let the mapping, and the packed layers' old pages, go.
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if not tensor.is_mkldnn:
+                tensor.data = tensor.data.clone()
+    _return_freed_memory()
     return packed
+
+
+def _return_freed_memory() -> None:
+    """glibc keeps the freed unpacked weights in its arenas; hand them back to the OS."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass

@@ -16,12 +16,15 @@ when the set of active sessions changes.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
 
-PREFILL_CHUNK = 128  # tokens per prefill forward: bounds the stall other tabs see
+PREFILL_CHUNK_BUSY = 32  # tokens per prefill forward while other sessions stream: bounds their stall
+PREFILL_CHUNK_IDLE = 512  # ... and when nobody else is waiting
+GATHER_FRACTION = 0.5  # wait up to this fraction of the last batch's time for the rest of the batch
 IDLE_ROUNDS = 4  # a resident row that misses this many batches in a row leaves the batch
 MAX_HOLES = 64  # compact when padding + holes exceed this many columns beyond the longest row
 
@@ -62,6 +65,8 @@ class InferenceLane:
         self._thread: threading.Thread | None = None
         # Resident batch
         self._rows: list[Slot] = []
+        self._last_batch: list[Slot] = []
+        self._last_batch_seconds = 0.0
         self._cache = None
         self._mask: torch.Tensor | None = None  # [B, L] long
         self.stats = {"batches": 0, "batched_rows": 0, "prefill_chunks": 0, "rebuilds": 0, "max_batch": 0}
@@ -97,6 +102,7 @@ class InferenceLane:
             with self._cv:
                 while not self._pending:
                     self._cv.wait()
+                self._gather()
                 requests, self._pending = self._pending, []
             # One-token feeds after a non-empty prefix batch; everything else runs privately.
             decode = [r for r in requests if len(r.ids) == 1 and r.keep > 0 and not r.slot.released]
@@ -116,6 +122,26 @@ class InferenceLane:
                 except BaseException as error:
                     r.future.set_exception(error)
 
+    def _gather(self) -> None:
+        """Give the sessions of the last batch a moment to come back, so they batch together.
+
+        Without this, threads that are still turning their logits into statistics miss
+        the next batch and the sessions settle into two half-size alternating batches.
+        Called with the condition held.
+        """
+        expected = {id(s) for s in self._last_batch if not s.released}
+        if len(expected) < 2:
+            return
+        deadline = time.perf_counter() + GATHER_FRACTION * self._last_batch_seconds
+        while True:
+            arrived = {id(r.slot) for r in self._pending}
+            if expected <= arrived or any(len(r.ids) != 1 for r in self._pending):
+                return
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._cv.wait(remaining)
+
     def _prefill_chunk(self, r: _Request) -> bool:
         """Run one chunk of a multi-token request privately. True when it was requeued."""
         slot = r.slot
@@ -128,7 +154,8 @@ class InferenceLane:
         if not r.ids and not r.logits:
             r.future.set_result(torch.empty(0))
             return False
-        chunk, r.ids = r.ids[:PREFILL_CHUNK], r.ids[PREFILL_CHUNK:]
+        size = PREFILL_CHUNK_BUSY if self._rows else PREFILL_CHUNK_IDLE
+        chunk, r.ids = r.ids[:size], r.ids[size:]
         if slot.cache is None:
             slot.cache = self._new_cache()
         input_ids = torch.tensor([chunk], device=self.device)
@@ -169,11 +196,14 @@ class InferenceLane:
             positions[row, 0] = r.slot.length
             column[row, 0] = 1
         mask = torch.cat([self._mask, column], dim=1)
+        started = time.perf_counter()
         with torch.inference_mode():
             out = self.hf_model(input_ids=tokens.to(self.device), cache=self._cache, use_cache=True,
                                 attention_mask=mask.to(self.device), position_ids=positions.to(self.device))
             logits = out.logits[:, -1].float().cpu()
         self._mask = mask
+        self._last_batch = [r.slot for r in requests]
+        self._last_batch_seconds = time.perf_counter() - started
         self.stats["batches"] += 1
         self.stats["batched_rows"] += len(requests)
         self.stats["max_batch"] = max(self.stats["max_batch"], len(requests))

@@ -38,6 +38,7 @@ class LoadedModel:
         self.device = device
         self.dtype = dtype_name(dtype)
         self.load_seconds = load_seconds
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in hf_model.parameters())
         config = hf_model.config
         self.context_length = int(
             getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
@@ -166,10 +167,12 @@ class ModelManager:
             if slot.model is None:
                 started = time.perf_counter()
                 hf_model, tokenizer = self._load_weights(spec, device, torch_dtype, progress)
+                weight_bytes = sum(p.numel() * p.element_size() for p in hf_model.parameters())
                 if self.cpu_pack and packing_enabled(device, torch_dtype):
                     pack_linear_layers(hf_model)
                 slot.model = LoadedModel(spec, hf_model, tokenizer, device, torch_dtype, time.perf_counter() - started,
                                          batching=self.batching)
+                slot.model.weight_bytes = weight_bytes
             return slot.model
 
     def unload(self, name: str) -> None:

@@ -19,10 +19,10 @@ def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def entropy_bits(logprobs: torch.Tensor) -> torch.Tensor:
+def entropy_bits(logprobs: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
     """Shannon entropy in bits of each row; 0·log0 counts as 0."""
-    probs = logprobs.exp()
-    return -(probs * torch.nan_to_num(logprobs, neginf=0.0)).sum(-1) / LN2
+    probs = logprobs.exp() if probs is None else probs
+    return -torch.where(probs > 0, probs * logprobs, 0.0).sum(-1) / LN2
 
 
 def ranks(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:

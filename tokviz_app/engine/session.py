@@ -232,13 +232,14 @@ class GenerationSession:
         """Vectorised statistics for rows of logits [T, V] and their chosen tokens."""
         params = params or self.params
         logprobs = metrics.log_softmax(logits)
+        probs = logprobs.exp()
         if sampled is None:
-            sampled = logprobs.exp() if metrics.is_plain(params) else metrics.sampling_probs(logits, params)
+            sampled = probs if metrics.is_plain(params) else metrics.sampling_probs(logits, params)
         targets = torch.tensor(token_ids, dtype=torch.long, device=logits.device).unsqueeze(-1)
         chosen_logprob = logprobs.gather(-1, targets).squeeze(-1)
         chosen_sampled = sampled.gather(-1, targets).squeeze(-1)
         rank = metrics.ranks(logits, targets.squeeze(-1))
-        entropy = metrics.entropy_bits(logprobs)
+        entropy = metrics.entropy_bits(logprobs, probs)
         top_logprob, top_ids = logprobs.topk(min(TOP_N, logprobs.shape[-1]), dim=-1)
         top_sampled = sampled.gather(-1, top_ids)
         rows = zip(token_ids, chosen_logprob.tolist(), chosen_sampled.tolist(), rank.tolist(), entropy.tolist(),
