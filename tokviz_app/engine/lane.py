@@ -65,7 +65,6 @@ class InferenceLane:
         self._thread: threading.Thread | None = None
         # Resident batch
         self._rows: list[Slot] = []
-        self._last_batch: list[Slot] = []
         self._last_batch_seconds = 0.0
         self._cache = None
         self._mask: torch.Tensor | None = None  # [B, L] long
@@ -129,7 +128,7 @@ class InferenceLane:
         the next batch and the sessions settle into two half-size alternating batches.
         Called with the condition held.
         """
-        expected = {id(s) for s in self._last_batch if not s.released}
+        expected = {id(s) for s in self._rows if not s.released and s.idle <= 1}
         if len(expected) < 2:
             return
         deadline = time.perf_counter() + GATHER_FRACTION * self._last_batch_seconds
@@ -202,7 +201,6 @@ class InferenceLane:
                                 attention_mask=mask.to(self.device), position_ids=positions.to(self.device))
             logits = out.logits[:, -1].float().cpu()
         self._mask = mask
-        self._last_batch = [r.slot for r in requests]
         self._last_batch_seconds = time.perf_counter() - started
         self.stats["batches"] += 1
         self.stats["batched_rows"] += len(requests)
