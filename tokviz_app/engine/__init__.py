@@ -5,9 +5,9 @@
 
 from .errors import (ContextFullError, ModelLoadError, ModelNotFoundError, OfflineError, PositionError,
                      PromptTooLongError, TokvizError)
-from .types import Alternative, ModelInfo, SamplingParams, TokenStep
+from .types import Alternative, Branch, ModelInfo, SamplingParams, TokenStep
 
-__all__ = ["Alternative", "ContextFullError", "GenerationSession", "LoadedModel", "ModelInfo", "ModelLoadError",
+__all__ = ["Alternative", "Branch", "ContextFullError", "GenerationSession", "LoadedModel", "ModelInfo", "ModelLoadError",
            "ModelManager", "ModelNotFoundError", "OfflineError", "PositionError", "PromptTooLongError",
            "SamplingParams", "TokenStep", "TokvizError"]
 

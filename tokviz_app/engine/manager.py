@@ -51,6 +51,7 @@ class LoadedModel:
         self.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self._texts = TokenTexts(tokenizer)
         self.lane = InferenceLane(hf_model, device, batching=batching)
+        self._vocab_texts: list[str] | None = None  # built on the first vocabulary search
 
     # --------------------------------------------------------------- text
     def encode(self, text: str) -> list[int]:
@@ -86,6 +87,34 @@ class LoadedModel:
         if len(ids) > self.context_length:
             raise PromptTooLongError(f"{len(ids)} tokens do not fit the context of {self.context_length}.")
         return GenerationSession(self, list(ids), params or SamplingParams(), bos_added=False)
+
+    def restore(self, snapshot) -> GenerationSession:
+        """A live session from an exported snapshot: same tokens and numbers, no re-scoring."""
+        ids = list(snapshot.prompt_ids)
+        total = len(ids) + max((len(b.tokens) for b in snapshot.branches), default=0)
+        if total > self.context_length:
+            raise PromptTooLongError(f"This session has {total} tokens; {self.label} reads at most "
+                                     f"{self.context_length}.")
+        if any(i >= self.vocab_size for i in ids):
+            raise TokvizError(f"This session was made with a different vocabulary than {self.label}'s.")
+        return GenerationSession(self, ids, snapshot.settings, bos_added=False, restore=snapshot)
+
+    def find_tokens(self, query: str, limit: int = 20) -> list[tuple[int, str]]:
+        """Vocabulary search by readable text: exact matches first, then prefixes, then substrings."""
+        if not query:
+            return []
+        if self._vocab_texts is None:
+            self._vocab_texts = [self.token_text(i)[0] for i in range(self.vocab_size)]
+        exact, prefix, inner = [], [], []
+        stripped = query.strip()
+        for token_id, text in enumerate(self._vocab_texts):
+            if text == query or (stripped and text.strip() == stripped):
+                exact.append((token_id, text))
+            elif text.startswith(query) or (stripped and text.strip().startswith(stripped)):
+                prefix.append((token_id, text))
+            elif query in text:
+                inner.append((token_id, text))
+        return (exact + sorted(prefix, key=lambda t: len(t[1])) + inner)[:limit]
 
     def info(self) -> ModelInfo:
         return ModelInfo(self.key, self.label, self.source, status="loaded",

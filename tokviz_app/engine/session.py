@@ -11,7 +11,7 @@ import torch
 
 from . import metrics
 from .errors import ContextFullError, PositionError, TokvizError
-from .types import Alternative, SamplingParams, TokenStep
+from .types import Alternative, Branch, SamplingParams, TokenStep
 
 if TYPE_CHECKING:
     from .manager import LoadedModel
@@ -30,7 +30,8 @@ class GenerationSession:
     the next forward pass.
     """
 
-    def __init__(self, model: LoadedModel, prompt_ids: list[int], params: SamplingParams, *, bos_added: bool) -> None:
+    def __init__(self, model: LoadedModel, prompt_ids: list[int], params: SamplingParams, *, bos_added: bool,
+                 restore=None) -> None:
         self.model = model
         self.params = params
         self._ids: list[int] = list(prompt_ids)
@@ -44,9 +45,14 @@ class GenerationSession:
         self._generator = torch.Generator()
         self._generator.manual_seed(params.seed if params.seed is not None else random.getrandbits(63))
         self.tokens: list[TokenStep] = []
+        self._branches = [Branch(id=0, tokens=self.tokens, parent=None, split=0)]
+        self._active = 0
         self.prompt_tokens: list[TokenStep] = []
         self.finish_reason: str | None = None  # "eos", "length", "context", "stopped"
-        self._prefill()
+        if restore is None:
+            self._prefill()
+        else:
+            self._restore(restore)
 
     # ----------------------------------------------------------------- public API
     @property
@@ -115,22 +121,64 @@ class GenerationSession:
         return steps
 
     def choose(self, position: int, token_id: int) -> TokenStep:
-        """Replace generated token `position` by `token_id` and drop the tokens after it.
+        """Replace generated token `position` by `token_id`; the tokens after it are dropped
+        from the active text but kept in the branch tree. `position == len(tokens)`
+        forces the next token.
 
         Reuses the cached prefix: one forward pass of one token.
         """
         with self._lock:
             self._check_open()
-            if not 0 <= position < len(self.tokens):
+            if not 0 <= position <= len(self.tokens):
                 raise PositionError(f"There is no generated token at position {position}.")
             self._check_token_id(token_id)
             index = self._n_prompt + position
-            logits = self._logits_at(index)
+            if position == len(self.tokens):
+                logits = self._logits_for_next()
+            else:
+                logits = self._logits_at(index)
+                self._branch_off(position)
             step = self._make_step(logits, token_id, position, self.params, None)
             del self._ids[index:]
             del self.tokens[position:]
             self._append(token_id, step)
             return step
+
+    # ----------------------------------------------------------------- branch tree
+    @property
+    def branches(self) -> list[Branch]:
+        return list(self._branches)
+
+    @property
+    def active_branch(self) -> Branch:
+        return self._branches[self._active]
+
+    def switch_branch(self, branch_id: int) -> list[TokenStep]:
+        """Make another branch the active text; the KV cache keeps the shared prefix."""
+        with self._lock:
+            self._check_open()
+            target = next((i for i, b in enumerate(self._branches) if b.id == branch_id), None)
+            if target is None:
+                raise PositionError(f"There is no branch {branch_id}.")
+            self._active = target
+            self.tokens = self._branches[target].tokens
+            new_ids = self._ids[: self._n_prompt] + [t.token_id for t in self.tokens]
+            common = self._n_prompt
+            while common < min(len(new_ids), len(self._ids)) and new_ids[common] == self._ids[common]:
+                common += 1
+            self._ids = new_ids
+            self._crop_to(common)
+            self._next_logits = None
+            return self.tokens
+
+    def _branch_off(self, position: int) -> None:
+        """Keep the active branch as it is and continue in a new one sharing tokens[:position]."""
+        parent = self._branches[self._active]
+        branch = Branch(id=len(self._branches), tokens=list(parent.tokens[:position]), parent=parent.id,
+                        split=position)
+        self._branches.append(branch)
+        self._active = len(self._branches) - 1
+        self.tokens = branch.tokens
 
     def score(self, position: int, token_ids: list[int]) -> list[tuple[int, float, int]]:
         """(token_id, prob, rank) of any tokens as candidates for generated `position`
@@ -151,7 +199,7 @@ class GenerationSession:
             return [(t, float(probs[t]), int(r)) for t, r in zip(token_ids, rank.tolist())]
 
     def truncate(self, n_tokens: int) -> None:
-        """Keep the first `n_tokens` generated tokens."""
+        """Keep the first `n_tokens` generated tokens of the active branch."""
         with self._lock:
             self._check_open()
             n_tokens = max(0, min(n_tokens, len(self.tokens)))
@@ -221,6 +269,17 @@ class GenerationSession:
             if targets:
                 self.prompt_tokens.extend(self._make_steps(logits[: len(targets)], targets, start + 1, is_prompt=True))
             self._next_logits = logits[-1]
+
+    def _restore(self, snapshot) -> None:
+        """Take tokens, numbers and branches from a snapshot; only rebuild the KV cache."""
+        self.prompt_tokens = list(snapshot.prompt_tokens)
+        self._branches = [Branch(b.id, list(b.tokens), b.parent, b.split) for b in snapshot.branches]
+        self._active = next(i for i, b in enumerate(self._branches) if b.id == snapshot.active)
+        self.tokens = self._branches[self._active].tokens
+        self._ids = self._ids + [t.token_id for t in self.tokens]
+        for start in range(0, len(self._ids), PREFILL_CHUNK):
+            logits = self._forward(self._ids[start : start + PREFILL_CHUNK])
+        self._next_logits = logits[-1]  # the prediction for the token after the text
 
     def _make_step(self, logits: torch.Tensor, token_id: int, position: int, params: SamplingParams,
                    sampled: torch.Tensor | None) -> TokenStep:

@@ -73,3 +73,30 @@ class ModelInfo:
     description: str = ""
     status: str = ""  # "cached", "bundled", "download", "local folder", "loaded"
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Branch:
+    """One continuation in the branch tree. Branch 0 is the root; a branch made by
+    choosing an alternative at `split` shares its parent's tokens before `split`."""
+
+    id: int
+    tokens: list[TokenStep]
+    parent: int | None = None
+    split: int = 0
+
+    @property
+    def logprob(self) -> float:
+        """Total natural log-probability of the branch's generated tokens."""
+        return sum(t.logprob for t in self.tokens if t.logprob is not None)
+
+    @property
+    def perplexity(self) -> float | None:
+        import math
+
+        return math.exp(-self.logprob / len(self.tokens)) if self.tokens else None
+
+    @property
+    def first_token(self) -> TokenStep | None:
+        """The first token where it differs from its parent."""
+        return self.tokens[self.split] if self.split < len(self.tokens) else None
