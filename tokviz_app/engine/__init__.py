@@ -1,6 +1,7 @@
 """The tokviz engine: models, sessions and exact per-token statistics. Never imports NiceGUI.
 
-`ModelManager` is imported lazily so that `tokviz_app.engine.types` stays torch-free.
+`ModelManager` is imported lazily so that `tokviz_app.engine.types` stays torch-free; so are the remote
+backend's classes (`RemoteModel`, `RemoteSession`, `ServerConfig`, `ServerError`), which need no torch.
 """
 
 from .errors import (ContextFullError, ModelLoadError, ModelNotFoundError, OfflineError, PositionError,
@@ -9,7 +10,9 @@ from .types import Alternative, Branch, ModelInfo, SamplingParams, TokenStep
 
 __all__ = ["Alternative", "Branch", "ContextFullError", "GenerationSession", "LoadedModel", "ModelInfo", "ModelLoadError",
            "ModelManager", "ModelNotFoundError", "OfflineError", "PositionError", "PromptTooLongError",
-           "SamplingParams", "TokenStep", "TokvizError"]
+           "SamplingParams", "TokenStep", "TokvizError",
+           # remote backend (OpenAI-compatible servers)
+           "RemoteCatalog", "RemoteModel", "RemoteSession", "ServerConfig", "ServerError"]
 
 
 def __getattr__(name: str):
@@ -17,6 +20,10 @@ def __getattr__(name: str):
         from . import manager
 
         return getattr(manager, name)
+    if name in {"RemoteCatalog", "RemoteModel", "RemoteSession", "ServerConfig", "ServerError"}:
+        from . import remote
+
+        return getattr(remote, name)
     if name == "GenerationSession":
         from .session import GenerationSession
 

@@ -6,6 +6,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -16,6 +17,7 @@ from .devices import dtype_name, resolve_device, resolve_dtype
 from .lane import InferenceLane
 from .errors import ModelNotFoundError, PromptTooLongError, TokvizError
 from .loading import Progress, check_hub_id, fetch_from_hub, load_pretrained, looks_like_path
+from .remote import RemoteCatalog, RemoteModel, ServerConfig
 from .session import GenerationSession
 from .texts import TokenTexts
 from .types import ModelInfo, SamplingParams
@@ -132,7 +134,7 @@ class ModelManager:
     """One per process: resolves names, loads each (model, device, dtype) once, shares it."""
 
     def __init__(self, device: str = "auto", dtype: str | None = None, *, batching: bool = True,
-                 cpu_pack: bool = True) -> None:
+                 cpu_pack: bool = True, servers: Sequence[str | ServerConfig] = ()) -> None:
         self.device = device
         self.dtype = dtype
         self.batching = batching  # one batched inference lane per model
@@ -140,10 +142,17 @@ class ModelManager:
         self._specs: dict[str, ModelSpec] = {spec.key: spec for spec in CATALOG}
         self._slots: dict[tuple[str, str, str], _Slot] = {}
         self._lock = threading.Lock()
+        # OpenAI-compatible servers (`--server URL`): their models are catalog entries with status "remote"
+        self.remote = RemoteCatalog(servers) if servers else None
+
+    def _remote_key(self, name: str) -> bool:
+        return self.remote is not None and self.remote.has((name or "").strip())
 
     # --------------------------------------------------------------- catalog
     def add(self, name: str) -> ModelInfo:
         """Offer an extra model (hub id or local folder); returns its catalog entry."""
+        if self._remote_key(name):
+            return self.remote.info(name.strip())  # type: ignore[union-attr]
         spec = self.resolve(name)
         with self._lock:
             self._specs.setdefault(spec.key, spec)
@@ -152,7 +161,7 @@ class ModelManager:
     def catalog(self) -> list[ModelInfo]:
         with self._lock:
             specs = list(self._specs.values())
-        return [self._info(spec) for spec in specs]
+        return [self._info(spec) for spec in specs] + (self.remote.infos() if self.remote else [])
 
     def default_key(self) -> str:
         """GPT-2 where it is cached or the hub is reachable; otherwise the bundled model."""
@@ -161,7 +170,8 @@ class ModelManager:
 
     def loaded(self) -> list[LoadedModel]:
         with self._lock:
-            return [slot.model for slot in self._slots.values() if slot.model is not None]
+            local = [slot.model for slot in self._slots.values() if slot.model is not None]
+        return local + (self.remote.loaded() if self.remote else [])  # type: ignore[operator]
 
     def resolve(self, name: str) -> ModelSpec:
         """A catalog key, a hub id or a local folder -> ModelSpec. Raises ModelNotFoundError."""
@@ -184,8 +194,10 @@ class ModelManager:
 
     # --------------------------------------------------------------- loading
     def load(self, name: str, device: str | None = None, dtype: str | None = None,
-             progress: Progress | None = None) -> LoadedModel:
+             progress: Progress | None = None) -> LoadedModel | RemoteModel:
         """Load (or return the already loaded) model. Concurrent calls load it once."""
+        if self._remote_key(name):
+            return self.remote.load(name.strip(), progress)  # type: ignore[union-attr]
         spec = self.resolve(name)
         device = resolve_device(device or self.device)
         torch_dtype = resolve_dtype(device, dtype or self.dtype)
@@ -205,6 +217,9 @@ class ModelManager:
             return slot.model
 
     def unload(self, name: str) -> None:
+        if self._remote_key(name):
+            self.remote.unload(name.strip())  # type: ignore[union-attr]
+            return
         spec = self.resolve(name)
         with self._lock:
             for key in [k for k in self._slots if k[0] == spec.source]:

@@ -1,0 +1,348 @@
+"""A fake engine with the real interface: ModelManager / LoadedModel / session.
+
+Honest numbers: every step computes a real softmax over a small fixed vocabulary
+(words, printable ASCII, 256 byte tokens, end-of-text), so prob, log-prob, rank,
+entropy and the sampled distribution are consistent with each other. The logits
+depend only on the last two token ids and the position, so runs are reproducible.
+
+Knobs for UI tests: `step_delay` (seconds per step: streaming, Stop, tab close),
+`load_delay`, `eos_at` (force end-of-text at that generated position), and failing
+catalog entries ("offline-model", "huge-model"; any unknown name is not found).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+import zlib
+from collections.abc import Callable
+
+from tokviz_app.engine.errors import (
+    ContextFullError,
+    ModelLoadError,
+    ModelNotFoundError,
+    OfflineError,
+    PositionError,
+    PromptTooLongError,
+    TokvizError,
+)
+from tokviz_app.engine.types import Alternative, ModelInfo, SamplingParams, TokenStep
+
+EOS = "<|endoftext|>"
+WORDS = [
+    EOS, " the", " a", " cat", " dog", " sat", " on", " mat", ".", ",", "\n", " ", "  ", "\t", "The", " quick",
+    " brown", " fox", " jumps", " over", " lazy", "<script>", "</script>", " &", " is", " was", " and", " of",
+    " to", " in", "Hello", " world", "!", "?", " token", " model", " next", " probability", " green", " red",
+    "\n\n", " <b>", "bold", "</b>", " café",
+]
+PRINTABLE = [chr(c) for c in range(32, 127)]
+TOP_N = 10
+
+
+def _build_vocab() -> tuple[list[str], list[bytes], list[bool]]:
+    texts: list[str] = []
+    raw: list[bytes] = []
+    partial: list[bool] = []
+    seen: set[bytes] = set()
+    for piece in WORDS + PRINTABLE:
+        b = piece.encode("utf-8")
+        if b in seen:
+            continue
+        seen.add(b)
+        texts.append(piece)
+        raw.append(b)
+        partial.append(False)
+    for byte in range(256):
+        b = bytes([byte])
+        if b in seen:
+            continue
+        seen.add(b)
+        texts.append(f"‹{byte:02X}›")
+        raw.append(b)
+        partial.append(True)
+    return texts, raw, partial
+
+
+VOCAB_TEXT, VOCAB_BYTES, VOCAB_PARTIAL = _build_vocab()
+VOCAB_SIZE = len(VOCAB_TEXT)
+EOS_ID = 0
+_WORD_IDS = list(range(1, len(WORDS)))  # candidates that get boosted
+_BY_BYTES = {b: i for i, b in enumerate(VOCAB_BYTES)}
+_MAX_PIECE = max(len(b) for b in VOCAB_BYTES)
+
+
+def tokenize(text: str) -> list[int]:
+    """Greedy longest match over the vocabulary's bytes (every byte has a token)."""
+    data = text.encode("utf-8")
+    ids: list[int] = []
+    i = 0
+    while i < len(data):
+        for length in range(min(_MAX_PIECE, len(data) - i), 0, -1):
+            token = _BY_BYTES.get(data[i : i + length])
+            if token is not None and (length == 1 or not VOCAB_PARTIAL[token]):
+                ids.append(token)
+                i += length
+                break
+    return ids
+
+
+def _logits(prev: tuple[int, ...], index: int, salt: int, eos_boost: float) -> list[float]:
+    rng = random.Random(zlib.crc32(repr((salt, prev[-2:], index % 5)).encode()))
+    logits = [rng.gauss(0.0, 1.0) for _ in range(VOCAB_SIZE)]
+    for i in range(len(WORDS) + len(PRINTABLE), VOCAB_SIZE):  # raw bytes: rare
+        logits[i] -= 3.0
+    for _ in range(rng.randint(1, 3)):  # a few favourites, some very sure
+        logits[rng.choice(_WORD_IDS)] += rng.uniform(1.0, 10.0)
+    if rng.random() < 0.05:
+        logits[rng.randrange(len(WORDS) + len(PRINTABLE), VOCAB_SIZE)] += 6.0  # sometimes a partial byte
+    logits[EOS_ID] += eos_boost - 2.0
+    return logits
+
+
+def _softmax(values: list[float]) -> list[float]:
+    top = max(values)
+    exps = [math.exp(v - top) for v in values]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def _sampling_probs(logits: list[float], probs: list[float], params: SamplingParams) -> list[float]:
+    if params.greedy:
+        best = max(range(len(logits)), key=logits.__getitem__)
+        return [1.0 if i == best else 0.0 for i in range(len(logits))]
+    scaled = _softmax([v / params.temperature for v in logits])
+    order = sorted(range(len(scaled)), key=lambda i: -scaled[i])
+    keep = order[: params.top_k] if params.top_k else order
+    if params.top_p < 1.0:
+        cut, total = [], 0.0
+        for i in keep:
+            cut.append(i)
+            total += scaled[i]
+            if total >= params.top_p:
+                break
+        keep = cut
+    kept = set(keep)
+    total = sum(scaled[i] for i in kept)
+    return [scaled[i] / total if i in kept else 0.0 for i in range(len(scaled))]
+
+
+class FakeSession:
+    def __init__(self, model: FakeModel, ids: list[int], params: SamplingParams) -> None:
+        self.model = model
+        self.params = params
+        self._ids = list(ids)
+        self._n_prompt = len(ids)
+        self._lock = threading.RLock()
+        self._closed = False
+        self._rng = random.Random(params.seed if params.seed is not None else 1234)
+        self.tokens: list[TokenStep] = []
+        self.finish_reason: str | None = None
+        first = ids[0]
+        self.prompt_tokens: list[TokenStep] = [
+            TokenStep(first, VOCAB_TEXT[first], None, None, None, None, None, (), 0, True, VOCAB_PARTIAL[first], params)
+        ]
+        for i in range(1, len(ids)):
+            self.prompt_tokens.append(self._make_step(i, ids[i], i, params, is_prompt=True))
+
+    # -------------------------------------------------------------- public API
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    @property
+    def text(self) -> str:
+        return b"".join(VOCAB_BYTES[i] for i in self._ids).decode("utf-8", errors="replace")
+
+    def is_eos(self, step: TokenStep) -> bool:
+        return step.token_id == EOS_ID
+
+    def step(self) -> TokenStep:
+        with self._lock:
+            self._check_open()
+            if self.model.step_delay:
+                time.sleep(self.model.step_delay)
+            self._check_open()
+            if len(self._ids) >= self.context_length:
+                self.finish_reason = "context"
+                raise ContextFullError(f"The context window of {self.context_length} tokens is full: "
+                                       "nothing more can be generated.")
+            index = len(self._ids)
+            logits = self._logits_at(index)
+            probs = _softmax(logits)
+            sampled = _sampling_probs(logits, probs, self.params)
+            if self.params.greedy:
+                token_id = max(range(VOCAB_SIZE), key=logits.__getitem__)
+            else:
+                token_id = self._rng.choices(range(VOCAB_SIZE), weights=sampled)[0]
+            step = self._make_step(index, token_id, len(self.tokens), self.params)
+            self._ids.append(token_id)
+            self.tokens.append(step)
+            self.model.manager.steps += 1
+            return step
+
+    def choose(self, position: int, token_id: int) -> TokenStep:
+        with self._lock:
+            self._check_open()
+            if not 0 <= position < len(self.tokens):
+                raise PositionError(f"There is no generated token at position {position}.")
+            if not 0 <= token_id < VOCAB_SIZE:
+                raise PositionError(f"Token id {token_id} is outside the vocabulary.")
+            index = self._n_prompt + position
+            del self._ids[index:]
+            del self.tokens[position:]
+            step = self._make_step(index, token_id, position, self.params)
+            self._ids.append(token_id)
+            self.tokens.append(step)
+            return step
+
+    def truncate(self, n_tokens: int) -> None:
+        with self._lock:
+            self._check_open()
+            n_tokens = max(0, min(n_tokens, len(self.tokens)))
+            del self._ids[self._n_prompt + n_tokens :]
+            del self.tokens[n_tokens:]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self.model.manager.closed_sessions += 1
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -------------------------------------------------------------- internals
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TokvizError("This session was closed.")
+
+    def _logits_at(self, index: int) -> list[float]:
+        generated = index - self._n_prompt
+        boost = 30.0 if self.model.eos_at is not None and generated == self.model.eos_at else 0.0
+        return _logits(tuple(self._ids[max(0, index - 2):index]), index, self.model.salt, boost)
+
+    def _make_step(self, index: int, token_id: int, position: int, params: SamplingParams, *,
+                   is_prompt: bool = False) -> TokenStep:
+        logits = self._logits_at(index)
+        probs = _softmax(logits)
+        sampled = _sampling_probs(logits, probs, params)
+        order = sorted(range(VOCAB_SIZE), key=lambda i: -probs[i])
+        rank = order.index(token_id) + 1
+        entropy = -sum(p * math.log2(p) for p in probs if p > 0)
+        alternatives = tuple(Alternative(i, VOCAB_TEXT[i], probs[i], sampled[i]) for i in order[:TOP_N])
+        return TokenStep(
+            token_id=token_id, text=VOCAB_TEXT[token_id], prob=probs[token_id], logprob=math.log(probs[token_id]),
+            rank=rank, entropy=entropy, sampled_prob=sampled[token_id], alternatives=alternatives,
+            position=position, is_prompt=is_prompt, partial=VOCAB_PARTIAL[token_id], sampling=params,
+        )
+
+
+class FakeModel:
+    def __init__(self, manager: FakeModelManager, info: ModelInfo, *, salt: int) -> None:
+        self.manager = manager
+        self.key = info.key
+        self.label = info.label
+        self.source = info.source
+        self.device = "cpu"
+        self.dtype = "float32"
+        self.context_length = manager.context_length
+        self.vocab_size = VOCAB_SIZE
+        self.salt = salt
+
+    @property
+    def step_delay(self) -> float:
+        return self.manager.step_delay
+
+    @property
+    def eos_at(self) -> int | None:
+        return self.manager.eos_at
+
+    def start(self, prompt: str, params: SamplingParams | None = None) -> FakeSession:
+        params = params or SamplingParams()
+        ids = tokenize(prompt) or [EOS_ID]
+        if len(ids) > self.context_length:
+            raise PromptTooLongError(f"The prompt is {len(ids)} tokens long, but {self.label} reads at most "
+                                     f"{self.context_length} tokens.")
+        session = FakeSession(self, ids, params)
+        self.manager.sessions.append(session)
+        return session
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(self.key, self.label, self.source, status="loaded")
+
+
+CATALOG = (
+    ModelInfo("gpt2", "GPT-2", "openai-community/gpt2", "OpenAI GPT-2, 124M parameters", "cached"),
+    ModelInfo("gpt2-medium", "GPT-2 Medium", "openai-community/gpt2-medium", "OpenAI GPT-2 Medium, 355M", "download"),
+    ModelInfo("distilgpt2", "DistilGPT-2", "distilbert/distilgpt2", "Distilled GPT-2, 82M parameters", "download"),
+    ModelInfo("smollm2-135m", "SmolLM2-135M (bundled)", "bundled", "Ships with tokviz: works offline", "bundled"),
+)
+FAILING = {
+    "offline-model": OfflineError("You are offline and 'offline-model' is not in the local cache. "
+                                  "Pick the bundled model 'smollm2-135m', which works with no network."),
+    "huge-model": ModelLoadError("Not enough memory to load 'huge-model' (out of memory)."),
+}
+
+
+class FakeModelManager:
+    def __init__(self, *, step_delay: float = 0.0, load_delay: float = 0.0, context_length: int = 512,
+                 eos_at: int | None = None, extra_failing: bool = True) -> None:
+        self.step_delay = step_delay
+        self.load_delay = load_delay
+        self.context_length = context_length
+        self.eos_at = eos_at
+        self._infos: dict[str, ModelInfo] = {info.key: info for info in CATALOG}
+        if extra_failing:
+            for key in FAILING:
+                self._infos[key] = ModelInfo(key, key, key, "A model that fails to load (test)", "download")
+        self._models: dict[str, FakeModel] = {}
+        self._lock = threading.Lock()
+        self.load_calls = 0
+        self.steps = 0
+        self.closed_sessions = 0
+        self.sessions: list[FakeSession] = []
+
+    def catalog(self) -> list[ModelInfo]:
+        with self._lock:
+            return [ModelInfo(i.key, i.label, i.source, i.description, "loaded" if i.key in self._models else i.status)
+                    for i in self._infos.values()]
+
+    def default_key(self) -> str:
+        return "gpt2"
+
+    def add(self, name: str) -> ModelInfo:
+        """Offer an extra model. Added names load fine unless they start with "no/" (not found on load)."""
+        info = self._infos.get(name) or ModelInfo(name, name, name, "Added on the command line", "download")
+        with self._lock:
+            self._infos.setdefault(name, info)
+        return info
+
+    def loaded(self) -> list[FakeModel]:
+        with self._lock:
+            return list(self._models.values())
+
+    def load(self, name: str, device: str | None = None, dtype: str | None = None,
+             progress: Callable[[float | None, str], None] | None = None) -> FakeModel:
+        self.load_calls += 1
+        with self._lock:
+            if name in self._models:
+                return self._models[name]
+            info = self._infos.get(name)
+        if info is None or name.startswith("no/"):
+            raise ModelNotFoundError(f"'{name}' is neither a known model, a Hugging Face model id, "
+                                     "nor an existing folder.")
+        steps = 4
+        for i in range(steps):
+            if progress:
+                progress(i / steps, f"Loading {info.label}: part {i + 1} of {steps}")
+            if self.load_delay:
+                time.sleep(self.load_delay / steps)
+        if name in FAILING:
+            raise FAILING[name]
+        if progress:
+            progress(1.0, f"{info.label} is ready")
+        with self._lock:
+            model = self._models.setdefault(name, FakeModel(self, info, salt=zlib.crc32(name.encode())))
+        return model

@@ -1,0 +1,218 @@
+"""Real-browser test: `python -m tokviz_app` with the tiny model, driven by Debian's Chromium.
+
+Artifacts (screenshots) go to $TOKVIZ_ARTIFACT_DIR (default: test-artifacts/ in the repository).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("TOKVIZ_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("TOKVIZ_CHROMEDRIVER", "/usr/bin/chromedriver")
+ARTIFACTS = Path(os.environ.get("TOKVIZ_ARTIFACT_DIR", ROOT / "test-artifacts"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tiny_model_path, tmp_path):
+    """The real entry point, serving the tiny model; yields its URL."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Chromium and chromedriver are not installed")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "NICEGUI_"))}  # a real server
+    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    log = (tmp_path / "server.log").open("w+")
+    proc = subprocess.Popen([sys.executable, "-m", "tokviz_app", "--port", str(port), "--model", str(tiny_model_path),
+                             "--device", "cpu"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"the server did not start:\n{log.read()}")
+            time.sleep(0.2)
+        log.seek(0)
+        assert f"serving on {url}" in log.read(), "the address is printed"
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.seek(0)
+        errors = [line for line in log.read().splitlines() if "ERROR" in line or "Traceback" in line]
+        log.close()
+        assert not errors, errors
+
+
+@pytest.fixture
+def driver(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                 "--window-size=1280,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    d.set_page_load_timeout(30)
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+def test_initialize_generate_choose_reset_in_chromium(server, driver) -> None:
+    from selenium.webdriver import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    d, wait = driver, WebDriverWait(driver, 30, poll_frequency=0.05)
+
+    def button(name: str):
+        return d.find_element(By.XPATH, f"//button[.//span[normalize-space()='{name}']]")
+
+    def tokens():
+        return d.find_elements(By.CSS_SELECTOR, ".tv-token")
+
+    def enabled(name: str) -> bool:
+        return button(name).get_dom_attribute("disabled") is None
+
+    d.get(server)
+    wait.until(lambda _: button("Initialize Model"))
+    for name in ("Initialize Model", "Generate Next Token", "Generate to End", "Stop", "Reset"):
+        assert button(name).text == name, "buttons read exactly (no upper-casing)"
+    assert not enabled("Generate Next Token") and not enabled("Stop")
+    assert "local folder" in d.find_element(By.CSS_SELECTOR, ".tv-model-select").text
+
+    # 1. initialize
+    button("Initialize Model").click()
+    wait.until(lambda _: "Ready: tiny-gpt2" in d.find_element(By.CSS_SELECTOR, ".tv-status").text)
+    wait.until(lambda _: enabled("Generate Next Token"))
+
+    # 2. three steps
+    for i in range(3):
+        wait.until(lambda _: enabled("Generate Next Token"))
+        button("Generate Next Token").click()
+        wait.until(lambda _, n=i + 1: len(tokens()) == n)
+    chips = tokens()
+    assert [c.get_dom_attribute("data-position") for c in chips] == ["0", "1", "2"]
+    for chip in chips:
+        assert 0.0 <= float(chip.get_dom_attribute("data-prob")) <= 1.0
+        assert "probability" in chip.get_dom_attribute("title") and "rank" in chip.get_dom_attribute("title")
+        assert any(f"tv-p-{c}" in chip.get_dom_attribute("class") for c in ("green", "blue", "purple", "orange", "red"))
+    prompt_chips = d.find_elements(By.CSS_SELECTOR, ".tv-prompt-token")
+    assert "".join(c.text for c in prompt_chips) == "The·quick·brown·fox"
+
+    # 3. click a token: ten alternatives, the details panel follows
+    chips[1].click()
+    wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, ".tv-alt")) == 10)
+    alts = d.find_elements(By.CSS_SELECTOR, ".tv-alt")
+    ids = [a.get_dom_attribute("data-token-id") for a in alts]
+    assert all(i is not None and i.isdigit() for i in ids)
+    assert len(d.find_elements(By.CSS_SELECTOR, ".tv-alt-current")) <= 1
+    wait.until(lambda _: "generated token 1" in d.find_element(By.CSS_SELECTOR, ".tv-details").text)
+    d.save_screenshot(str(ARTIFACTS / "browser-alternatives.png"))
+
+    # 4. choose one that differs from the current token
+    current = chips[1].get_dom_attribute("title")
+    pick = next(a for a in alts if "tv-alt-current" not in a.get_dom_attribute("class"))
+    picked_id = pick.get_dom_attribute("data-token-id")
+    pick.click()
+    wait.until(lambda _: len(tokens()) == 2 and tokens()[1].get_dom_attribute("title") != current)
+    wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".tv-alt") == [])  # the menu closed
+    detail_id = d.find_element(By.CSS_SELECTOR, ".tv-details").text
+    assert f"token id\n{picked_id}" in detail_id or picked_id in detail_id
+
+    # right click opens the same menu (and no browser context menu)
+    ActionChains(d).context_click(tokens()[0]).perform()
+    wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, ".tv-alt")) == 10)
+    wait.until(lambda _: "Alternatives for token 0" in d.find_element(By.CSS_SELECTOR, ".tv-alt-menu").text)
+    d.find_element(By.CSS_SELECTOR, "body").send_keys(Keys.ESCAPE)
+    wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".tv-alt") == [])
+
+    # 5. generate to end (default max 50 new tokens)
+    max_tokens = d.find_element(By.CSS_SELECTOR, ".tv-max-tokens input")
+    assert int(max_tokens.get_attribute("value")) >= 50
+    button("Generate to End").click()
+    wait.until(lambda _: "finished" in d.find_element(By.CSS_SELECTOR, ".tv-gen-status").text)
+    n = len(tokens())
+    assert 3 <= n <= 52
+    assert [t.get_dom_attribute("data-position") for t in tokens()] == [str(i) for i in range(n)]
+    tokens()[min(n - 1, 20)].click()
+    wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, ".tv-alt")) == 10)
+    time.sleep(0.4)  # let the menu's transition finish for a clean picture
+    shot = ARTIFACTS / "browser-generated.png"
+    d.save_screenshot(str(shot))
+    if os.environ.get("TOKVIZ_UPDATE_SCREENSHOT"):
+        shutil.copyfile(shot, ROOT / "assets" / "screenshot.png")
+    d.find_element(By.CSS_SELECTOR, "body").send_keys(Keys.ESCAPE)  # Escape closes the menu
+    wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".tv-alt") == [])
+
+    # 6. narrow phone screen: the layout reflows and a tap opens the alternatives
+    d.set_window_size(390, 844)
+    wait.until(lambda _: d.find_element(By.CSS_SELECTOR, ".tv-side").rect["y"]
+               > d.find_element(By.CSS_SELECTOR, ".tv-main").rect["y"] + 100)
+    assert d.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+    chip = tokens()[2]
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", chip)
+    chip.click()
+    wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, ".tv-alt")) == 10)
+    time.sleep(0.4)
+    d.save_screenshot(str(ARTIFACTS / "browser-phone.png"))
+    d.find_element(By.CSS_SELECTOR, "body").send_keys(Keys.ESCAPE)
+    d.set_window_size(1280, 1000)
+
+    # 7. reset: tokens gone, prompt and model kept
+    wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".tv-alt") == [])
+    button("Reset").click()
+    wait.until(lambda _: tokens() == [])
+    assert d.find_element(By.CSS_SELECTOR, "textarea").get_attribute("value") == "The quick brown fox"
+    assert enabled("Generate Next Token")
+    assert "Ready: tiny-gpt2" in d.find_element(By.CSS_SELECTOR, ".tv-status").text
+
+    # 8. a prompt with markup is shown as text, never run as HTML
+    prompt = d.find_element(By.CSS_SELECTOR, "textarea")
+    prompt.send_keys(Keys.CONTROL, "a")
+    prompt.send_keys(Keys.DELETE)
+    prompt.send_keys("<img src=x onerror=window.__xss=1><script>alert('x')</script>")
+    button("Generate Next Token").click()
+    wait.until(lambda _: len(tokens()) == 1)
+    prompt_chips = d.find_elements(By.CSS_SELECTOR, ".tv-prompt-token")
+    assert "".join(c.text for c in prompt_chips).replace("·", " ") == "<img src=x onerror=window.__xss=1><script>alert('x')</script>"
+    assert d.find_elements(By.CSS_SELECTOR, ".tv-text script, .tv-text img") == []
+    assert d.execute_script("return window.__xss === undefined")
+
+    severe = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not severe, severe

@@ -1,0 +1,120 @@
+"""Model picker, prompt, generation buttons and sampling settings (views only, no logic)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nicegui import ui
+
+from ..engine.types import ModelInfo
+
+STATUS_TEXT = {
+    "cached": "cached",
+    "bundled": "bundled, works offline",
+    "download": "needs a download",
+    "local folder": "local folder",
+    "loaded": "loaded",
+}
+
+
+def option_label(info: ModelInfo) -> str:
+    """"GPT-2 — cached", "SmolLM2-135M (bundled) — works offline"."""
+    if not info.status:
+        return info.label
+    status = STATUS_TEXT.get(info.status, info.status)
+    if info.status == "bundled" and "bundled" in info.label.lower():
+        status = "works offline"
+    return f"{info.label} — {status}"
+
+
+class ModelPicker:
+    def __init__(self, catalog: list[ModelInfo], selected: str | None, *,
+                 on_select: Callable[[str], Any], on_initialize: Callable[[], Any]) -> None:
+        self.infos = {info.key: info for info in catalog}
+        if selected is not None and selected not in self.infos:
+            selected = None
+        if selected is None and self.infos:
+            selected = next(iter(self.infos))
+        with ui.card().classes("tv-card w-full").mark("model-card"):
+            with ui.row().classes("w-full items-end gap-2 tv-model-row"):
+                self.select = ui.select(
+                    {key: option_label(info) for key, info in self.infos.items()}, value=selected, label="Model",
+                    on_change=lambda e: on_select(e.value),
+                ).classes("tv-model-select").mark("model-select")
+                self.button = ui.button("Initialize Model", on_click=on_initialize) \
+                    .props("no-caps").mark("Initialize Model", "init-button")
+            self.description = ui.label("").classes("tv-muted text-caption").mark("model-description")
+            self.progress = ui.linear_progress(value=0, show_value=False).classes("tv-progress") \
+                .mark("load-progress")
+            self.progress.set_visibility(False)
+            self.status = ui.label("No model loaded yet.").classes("tv-status").mark("model-status")
+        self.describe(selected)
+
+    def describe(self, key: str | None) -> None:
+        info = self.infos.get(key) if key else None
+        if info is None:
+            self.description.set_text("")
+            return
+        where = STATUS_TEXT.get(info.status, info.status)
+        self.description.set_text(f"{info.description} · {where}" if info.description else where)
+
+    def refresh_catalog(self, catalog: list[ModelInfo]) -> None:
+        self.infos = {info.key: info for info in catalog}
+        self.select.set_options({key: option_label(info) for key, info in self.infos.items()},
+                                value=self.select.value if self.select.value in self.infos else None)
+        self.describe(self.select.value)
+
+    def show_progress(self, fraction: float | None, message: str) -> None:
+        self.progress.set_visibility(True)
+        self.progress.props(remove="indeterminate") if fraction is not None else self.progress.props("indeterminate")
+        if fraction is not None:
+            self.progress.set_value(max(0.0, min(1.0, fraction)))
+        self.set_status(message)
+
+    def hide_progress(self) -> None:
+        self.progress.set_visibility(False)
+
+    def set_status(self, text: str, *, error: bool = False) -> None:
+        self.status.set_text(text)
+        self.status.classes(replace="tv-status tv-error" if error else "tv-status")
+
+
+class GenerationControls:
+    def __init__(self, *, prompt: str, max_tokens: int, max_limit: int, on_next: Callable[[], Any],
+                 on_end: Callable[[], Any], on_stop: Callable[[], Any], on_reset: Callable[[], Any]) -> None:
+        with ui.card().classes("tv-card w-full").mark("prompt-card"):
+            self.prompt = ui.textarea("Prompt", value=prompt).props("autogrow outlined").classes("w-full") \
+                .mark("prompt")
+            with ui.row().classes("w-full items-center gap-2 tv-buttons"):
+                self.next = ui.button("Generate Next Token", on_click=on_next) \
+                    .props("no-caps").mark("Generate Next Token", "generate-next")
+                self.end = ui.button("Generate to End", on_click=on_end) \
+                    .props("no-caps").mark("Generate to End", "generate-end")
+                self.stop = ui.button("Stop", on_click=on_stop, color="negative") \
+                    .props("no-caps").mark("Stop", "stop")
+                self.reset = ui.button("Reset", on_click=on_reset).props("outline no-caps") \
+                    .mark("Reset", "reset")
+                self.max_tokens = ui.number("Max new tokens", value=max_tokens, min=1, max=max_limit, step=1,
+                                            precision=0).classes("tv-max-tokens").mark("max-tokens")
+            with ui.expansion("Sampling", icon="tune").classes("w-full tv-sampling").mark("sampling"):
+                with ui.row().classes("items-center gap-3"):
+                    self.temperature = ui.number("Temperature", value=1.0, min=0, max=5, step=0.1,
+                                                 format="%.2f").classes("tv-num").mark("temperature")
+                    self.top_k = ui.number("Top-k (0 = off)", value=0, min=0, step=1, precision=0) \
+                        .classes("tv-num").mark("top-k")
+                    self.top_p = ui.number("Top-p", value=1.0, min=0.01, max=1.0, step=0.05, format="%.2f") \
+                        .classes("tv-num").mark("top-p")
+                    self.seed = ui.number("Seed (blank = random)", value=None, min=0, step=1, precision=0) \
+                        .classes("tv-num").mark("seed")
+                    self.greedy = ui.switch("Greedy").mark("greedy")
+                ui.label("Colours always show the model's own probability (temperature 1); the details panel "
+                         "also shows the probability under these settings. A new seed applies after Reset."
+                         ).classes("tv-muted text-caption")
+            self.status = ui.label("").classes("tv-muted text-caption tv-gen-status").mark("gen-status")
+
+    def set_running(self, *, ready: bool, busy: bool, generating: bool) -> None:
+        self.next.set_enabled(ready and not busy)
+        self.end.set_enabled(ready and not busy)
+        self.stop.set_enabled(generating)
+        self.reset.set_enabled(ready or busy)

@@ -1,0 +1,229 @@
+"""Token chips: an append-only container and a lazily built alternatives menu.
+
+Cost per streamed token stays flat: chips go into small chunk spans (CHUNK chips
+each), so appending one re-sends one chunk's child list, never the whole text.
+Each chip is a single element with the hover info in its `title` attribute; the
+ten alternatives are built only when a chip is clicked, in one menu per tab.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nicegui import ui
+from nicegui.element import Element
+from nicegui.elements.mixins.text_element import TextElement
+
+from ..engine.types import TokenStep
+from .colors import prob_class
+
+CHUNK = 64
+_CONTROL = {i: chr(0x2400 + i) for i in range(32) if i not in (9, 10, 13)}  # ␀ ␁ ... control pictures
+
+
+def visible_text(text: str) -> str:
+    """Whitespace made visible: space ·, newline ↵, tab →, CR ␍; other controls as their pictures."""
+    if text == "":
+        return "∅"
+    return (text.replace(" ", "·").replace("\n", "↵").replace("\t", "→").replace("\r", "␍")
+            .translate(_CONTROL).replace("\x7f", "␡"))
+
+
+def percent(prob: float | None) -> str:
+    if prob is None:
+        return "–"
+    value = prob * 100
+    if value >= 10 or value == 0:
+        return f"{value:.1f}%"
+    if value >= 0.01:
+        return f"{value:.2f}%"
+    return f"{value:.1e}%"
+
+
+def hover_text(step: TokenStep) -> str:
+    parts = [repr(step.text)]
+    if step.prob is None:
+        parts.append("first token: no prediction")
+    else:
+        parts.append(f"probability {percent(step.prob)} · rank {step.rank}")
+    if step.partial:
+        parts.append("partial UTF-8 bytes")
+    return "\n".join(parts)
+
+
+class TokenChip(TextElement):
+    """A span showing one token's text (always as text, never HTML)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(tag="span", text=text)
+
+
+def _chip(step: TokenStep, *, prompt: bool) -> TokenChip:
+    chip = TokenChip(visible_text(step.text))
+    chip.classes(("tv-prompt-token " if prompt else "tv-token ") + prob_class(step.prob))
+    if step.partial:
+        chip.classes("tv-partial")
+    if "\n" in step.text:
+        chip.classes("tv-newline")
+    chip._props["title"] = hover_text(step)  # pylint: disable=protected-access
+    if not prompt:
+        chip._props["data-position"] = step.position  # pylint: disable=protected-access
+        chip._props["data-prob"] = f"{step.prob:.6f}" if step.prob is not None else ""  # pylint: disable=protected-access
+    return chip
+
+
+def _breaks(text: str) -> list[Element]:
+    """One <br> per newline so the text keeps its lines."""
+    return [ui.element("br").classes("tv-br") for _ in range(text.count("\n"))]
+
+
+class TokenView:
+    """The prompt's chips, then the generated chips; callbacks report clicks and choices."""
+
+    def __init__(self, *, on_select: Callable[[TokenStep], Any],
+                 on_choose: Callable[[int, int], Awaitable[None] | None]) -> None:
+        self.on_select = on_select
+        self.on_choose = on_choose
+        self.steps: list[TokenStep] = []
+        self.chips: list[TokenChip] = []
+        self._extras: list[list[Element]] = []  # line breaks that belong to each chip
+        self._chunks: list[Element] = []
+        self.menu: ui.menu | None = None
+        self.menu_position: int | None = None
+        self.highlighted: TokenChip | None = None
+        with ui.element("div").classes("tv-text").mark("tokens") as self.container:
+            self.placeholder = ui.label("Tokens appear here.").classes("tv-placeholder").mark("tokens-placeholder")
+            self.prompt_box = ui.element("span").classes("tv-prompt").mark("prompt-tokens")
+            self.box = ui.element("span").classes("tv-generated").mark("generated-tokens")
+
+    # ---------------------------------------------------------------- prompt
+    def show_prompt(self, steps: list[TokenStep]) -> None:
+        self.prompt_box.clear()
+        with self.prompt_box:
+            for i, step in enumerate(steps):
+                chip = _chip(step, prompt=True).mark("prompt-token", f"prompt-token-{i}")
+                chip.on("click", lambda _, s=step, c=chip: self._prompt_clicked(s, c), js_handler="() => emit()")
+                _breaks(step.text)
+        self._update_placeholder()
+
+    # ------------------------------------------------------------- generated
+    def append(self, step: TokenStep) -> TokenChip:
+        position = len(self.chips)
+        if not self._chunks or len(self._chunks[-1].default_slot.children) >= CHUNK:
+            with self.box:
+                self._chunks.append(ui.element("span").classes("tv-chunk"))
+        with self._chunks[-1]:
+            chip = _chip(step, prompt=False).mark("token", f"token-{position}")
+            chip.on("click", lambda _, p=position: self.clicked(p), js_handler="() => emit()")
+            chip.on("contextmenu.prevent", lambda _, p=position: self.clicked(p), js_handler="() => emit()")
+            extras = _breaks(step.text)
+        self.steps.append(step)
+        self.chips.append(chip)
+        self._extras.append(extras)
+        if position == 0:
+            self._update_placeholder()
+        return chip
+
+    def truncate(self, n: int) -> None:
+        """Keep the first n generated chips."""
+        if n >= len(self.chips):
+            return
+        if self.menu_position is not None and self.menu_position >= n:
+            self.close_menu()
+        for chip, extras in zip(self.chips[n:], self._extras[n:]):
+            for element in (chip, *extras):
+                if not element.is_deleted:
+                    element.delete()
+        if self.highlighted is not None and self.highlighted.is_deleted:
+            self.highlighted = None
+        del self.chips[n:], self._extras[n:], self.steps[n:]
+        while self._chunks and not self._chunks[-1].default_slot.children:
+            self._chunks.pop().delete()
+        self._update_placeholder()
+
+    def clear(self) -> None:
+        """Remove every generated chip (the prompt's stay)."""
+        self.close_menu()
+        if any(chip is self.highlighted for chip in self.chips):
+            self.highlighted = None
+        self.box.clear()
+        self.chips.clear()
+        self._extras.clear()
+        self.steps.clear()
+        self._chunks.clear()
+        self._update_placeholder()
+
+    def clear_all(self) -> None:
+        self.clear()
+        self.highlighted = None
+        self.prompt_box.clear()
+        self._update_placeholder()
+
+    # ------------------------------------------------------------ selection
+    def highlight(self, chip: TokenChip | None) -> None:
+        """Outline the selected chip (one at a time)."""
+        old, self.highlighted = self.highlighted, chip
+        if old is not None and old is not chip and not old.is_deleted:
+            old.classes(remove="tv-selected")
+        if chip is not None:
+            chip.classes("tv-selected")
+
+    def highlight_position(self, position: int) -> None:
+        if 0 <= position < len(self.chips):
+            self.highlight(self.chips[position])
+
+    def _prompt_clicked(self, step: TokenStep, chip: TokenChip) -> None:
+        self.highlight(chip)
+        self.on_select(step)
+
+    # ----------------------------------------------------------------- menu
+    def clicked(self, position: int) -> None:
+        if position >= len(self.steps):
+            return
+        self.highlight(self.chips[position])
+        self.on_select(self.steps[position])
+        self.open_menu(position)
+
+    def open_menu(self, position: int) -> ui.menu:
+        """Build the alternatives menu for one chip, now (never up front)."""
+        self.close_menu()
+        step, chip = self.steps[position], self.chips[position]
+        with chip:
+            menu = ui.menu().props("no-parent-event").classes("tv-alt-menu").mark("alt-menu")
+        with menu:
+            ui.label(f"Alternatives for token {position}").classes("tv-alt-title")
+            listed = False
+            for rank, alt in enumerate(step.alternatives):
+                current = alt.token_id == step.token_id
+                listed = listed or current
+                item = ui.menu_item(on_click=lambda _, t=alt.token_id: self.on_choose(position, t))
+                item.classes("tv-alt" + (" tv-alt-current" if current else "")).mark("alt", f"alt-{rank}")
+                item._props["data-token-id"] = alt.token_id  # pylint: disable=protected-access
+                with item:
+                    ui.label("✓" if current else "").classes("tv-alt-mark")
+                    ui.label(visible_text(alt.text)).classes("tv-alt-text")
+                    with ui.element("div").classes("tv-alt-bar"):
+                        ui.element("div").classes(f"tv-alt-fill {prob_class(alt.prob)}").style(
+                            f"width: {max(alt.prob * 100, 0.5):.1f}%")
+                    ui.label(percent(alt.prob)).classes("tv-alt-prob")
+            if not listed:
+                ui.label(f"Chosen: {visible_text(step.text)!s} · {percent(step.prob)} · rank {step.rank}") \
+                    .classes("tv-alt-note").mark("alt-current-note")
+        menu.on("hide", lambda _, m=menu: self._forget(m))
+        self.menu, self.menu_position = menu, position
+        menu.open()
+        return menu
+
+    def close_menu(self) -> None:
+        menu, self.menu, self.menu_position = self.menu, None, None
+        if menu is not None and not menu.is_deleted:
+            menu.delete()
+
+    def _forget(self, menu: ui.menu) -> None:
+        if self.menu is menu:
+            self.close_menu()
+
+    # -------------------------------------------------------------- helpers
+    def _update_placeholder(self) -> None:
+        self.placeholder.set_visibility(not self.chips and not self.prompt_box.default_slot.children)
