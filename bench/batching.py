@@ -52,6 +52,7 @@ def run_sessions(model, n: int, steps: int, context: int, seed: int = 0):
     for s in sessions:  # warm: every session has stepped once and is resident
         s.step()
     counts = [0] * n
+    lag_at_first_finish: list[int] = []
     barrier = threading.Barrier(n + 1)
 
     def work(i):
@@ -59,6 +60,8 @@ def run_sessions(model, n: int, steps: int, context: int, seed: int = 0):
         for _ in range(steps):
             sessions[i].step()
             counts[i] += 1
+        if not lag_at_first_finish:  # fairness: how far behind is the slowest session now?
+            lag_at_first_finish.append(steps - min(counts))
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(n)]
     for t in threads:
@@ -72,7 +75,7 @@ def run_sessions(model, n: int, steps: int, context: int, seed: int = 0):
     batches = model.lane.stats["batches"] - batches_before
     for s in sessions:
         s.close()
-    return n * steps / elapsed, batches, n * steps
+    return n * steps / elapsed, batches, n * steps, lag_at_first_finish[0]
 
 
 def prefill_stall(model, prompt_tokens: int = 1000, context: int = 100) -> dict:
@@ -153,8 +156,8 @@ def main() -> None:
 
     throughput = {}
     for n in [int(x) for x in args.sessions.split(",")]:
-        tps, batches, tokens = run_sessions(model, n, args.steps, args.context)
-        throughput[n] = {"tokens_per_s": tps, "mean_batch": tokens / max(batches, 1)}
+        tps, batches, tokens, lag = run_sessions(model, n, args.steps, args.context)
+        throughput[n] = {"tokens_per_s": tps, "mean_batch": tokens / max(batches, 1), "max_lag_steps": lag}
     results["throughput"] = throughput
     base = throughput[min(throughput)]["tokens_per_s"]
     for n, row in throughput.items():
@@ -173,12 +176,14 @@ def main() -> None:
         if "bandwidth_gbs" in results:
             print(f"memory bandwidth {results['bandwidth_gbs']:.1f} GB/s; {weights_mb:.0f} MB of weights -> "
                   f"floor {results['floor_ms']:.1f} ms per step")
-        print(f"{'sessions':>9}{'tokens/s':>11}{'speedup':>9}{'mean batch':>12}{'ms/batch':>10}{'x floor':>9}")
+        print(f"{'sessions':>9}{'tokens/s':>11}{'speedup':>9}{'mean batch':>12}{'ms/batch':>10}{'x floor':>9}"
+              f"{'max lag':>9}")
         for n, row in throughput.items():
             batch_ms = row["mean_batch"] / row["tokens_per_s"] * 1000
             floor = f"{batch_ms / results['floor_ms']:.1f}" if "floor_ms" in results else "-"
             print(f"{n:>9}{row['tokens_per_s']:>11.1f}{row['speedup']:>8.2f}x{row['mean_batch']:>12.1f}"
-                  f"{batch_ms:>10.1f}{floor:>9}")
+                  f"{batch_ms:>10.1f}{floor:>9}{row['max_lag_steps']:>9}")
+        print("(max lag: steps the slowest session was behind when the first one finished)")
         stall = results["prefill_stall"]
         print(f"prefill of a 1,000-token prompt: {stall['prefill_ms']:.0f} ms; a streaming tab's worst gap "
               f"{stall['worst_gap_ms']:.0f} ms (its normal step {stall['stream_step_ms']:.0f} ms)")

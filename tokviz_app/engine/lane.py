@@ -196,9 +196,11 @@ class InferenceLane:
             column[row, 0] = 1
         mask = torch.cat([self._mask, column], dim=1)
         started = time.perf_counter()
+        # Without padding or holes the mask is all ones: leave it out so attention takes its causal fast path.
+        attention_mask = None if bool(mask.all()) else mask.to(self.device)
         with torch.inference_mode():
             out = self.hf_model(input_ids=tokens.to(self.device), cache=self._cache, use_cache=True,
-                                attention_mask=mask.to(self.device), position_ids=positions.to(self.device))
+                                attention_mask=attention_mask, position_ids=positions.to(self.device))
             logits = out.logits[:, -1].float().cpu()
         self._mask = mask
         self._last_batch_seconds = time.perf_counter() - started
