@@ -179,7 +179,7 @@ class ServerClient:
                     waited += poll
                     if waited > self.config.read_timeout + self.config.connect_timeout:
                         raise ServerError(f"The model server at {self.base} sent nothing for "
-                                          f"{self.config.read_timeout:.0f} s; the generation was cancelled.")
+                                          f"{self.config.read_timeout:.0f} s; the generation was cancelled.") from None
                     continue
                 waited = 0.0
                 if kind == "end":
@@ -391,6 +391,29 @@ class ServerVocab:
         return []
 
 
+def find_tokenizer(names: Sequence[str]):
+    """The first tokenizer found for any of `names`: on this machine, else downloaded from the hub
+    (a few MB) when it is reachable. None when there is none: the server's endpoints are used."""
+    names = [n for i, n in enumerate(names) if n and n not in names[:i]]
+    for name in names:
+        tokenizer = load_local_tokenizer(name)
+        if tokenizer is not None:
+            return tokenizer
+    hub_ids = [n for n in names if re.fullmatch(r"[\w.\-]+/[\w.\-]+", n) and not Path(n).exists()]
+    if hub_ids:
+        from .catalog import hub_reachable
+
+        if hub_reachable():
+            from transformers import AutoTokenizer
+
+            for name in hub_ids:
+                try:
+                    return AutoTokenizer.from_pretrained(name)
+                except Exception:  # noqa: BLE001 - gated, missing, or not a tokenizer: try the next
+                    continue
+    return None
+
+
 def load_local_tokenizer(model_id: str):
     """The tokenizer for a served model id, from this machine only: a GGUF file (llama.cpp servers name
     models by their path), a local folder, or a hub id in the Hugging Face cache. None if not found."""
@@ -589,8 +612,8 @@ class RemoteModel:
         self.context_length: int | None = _int_or_none(entry.get("max_model_len")) or self._props_context()
         if progress:
             progress(None, f"Loading the tokenizer of {self.label}…")
-        if tokenizer == "auto":
-            tokenizer = load_local_tokenizer(model_id)
+        if tokenizer == "auto":  # vLLM names the weights it serves under an alias in "root"
+            tokenizer = find_tokenizer([model_id, str(entry.get("root") or "")])
         if tokenizer == "server" or tokenizer is None:
             self.vocab: HFVocab | ServerVocab = ServerVocab(self.client, model_id)
             self.notices.append("No local tokenizer was found for this model: token texts come from the server, "
@@ -778,6 +801,7 @@ class RemoteModel:
         if not entries or entries[0].top is None:
             raise ModelLoadError(f"The server at {self.config.url} returns no logprobs for '{self.model_id}'; tokviz "
                                  f"needs them (llama-cpp-python: start it with --logits_all true).")
+        caps.top_k_off = self._top_k_off
         caps.ids_out = any(e.token.text.startswith("token_id:") for e in entries)
         self._ids_out = caps.ids_out
         caps.served_top = len(entries[0].top)
@@ -950,7 +974,9 @@ class RemoteSession:
             choice = self._request(body)
             entries = self.model.parse(choice)
             if entries:
-                step = self._step_from_entry(entries[0], len(self.tokens), params)
+                # A text server that returns more tokens than asked for (llama-cpp-python) went on because the
+                # first one ended inside a UTF-8 character: it cannot be the whole token its text suggests.
+                step = self._step_from_entry(entries[0], len(self.tokens), params, whole_ok=len(entries) == 1)
             elif choice.get("finish_reason") == "stop":
                 step = self._end_of_text_step(len(self.tokens), params)
             else:
@@ -982,6 +1008,7 @@ class RemoteSession:
             body = self._sampling_body(self._ids, max_tokens=max_new_tokens, params=params, stream=True)
             finish = None
             stopped = False
+            inferred_last = False  # the last token's id was inferred from a text several tokens share
 
             def stop_now() -> bool:
                 return self._closed or (should_stop is not None and should_stop())
@@ -996,7 +1023,14 @@ class RemoteSession:
                         if stop_now():
                             stopped = True
                             break
-                        step = self._step_from_entry(entry, len(self.tokens), params)
+                        try:
+                            step = self._step_from_entry(entry, len(self.tokens), params)
+                        except ServerError:
+                            if inferred_last:  # a fragment followed it: it was a fragment too, not the whole token
+                                self.truncate(len(self.tokens) - 1)
+                                steps.pop()
+                            raise
+                        inferred_last = entry.token.id is None
                         self._append(step)
                         steps.append(step)
                         if on_token is not None:
@@ -1158,7 +1192,7 @@ class RemoteSession:
             self.finish_reason = "context"
             raise
 
-    def _sampled_id(self, tok: _Tok) -> int:
+    def _sampled_id(self, tok: _Tok, whole_ok: bool = True) -> int:
         if tok.id is not None:
             return tok.id
         candidates = self.model.vocab.ids_for_text(tok.text)
@@ -1166,7 +1200,7 @@ class RemoteSession:
         # the others are fragments of a multi-byte character or control tokens, the whole token is meant.
         whole = [i for i in candidates if i not in self.model.vocab.special_ids
                  and self.model.token_text(i) == (tok.text, False)]
-        if len(whole) == 1 and tok.text:
+        if len(whole) == 1 and tok.text and whole_ok:
             self._warn(f"The server returned the text {tok.text!r}, which several tokens share; it was read as the "
                        f"whole token {whole[0]}.")
             return whole[0]
@@ -1175,8 +1209,9 @@ class RemoteSession:
                           f"ids, and the text of a token that is part of a character is lost. Use a server that "
                           f"returns token ids (vLLM) to continue exactly.")
 
-    def _step_from_entry(self, entry: _Entry, position: int, params: SamplingParams) -> TokenStep:
-        token_id = self._sampled_id(entry.token)
+    def _step_from_entry(self, entry: _Entry, position: int, params: SamplingParams, *,
+                         whole_ok: bool = True) -> TokenStep:
+        token_id = self._sampled_id(entry.token, whole_ok)
         dist = _Dist.from_top(entry.top, TOP_N)
         self._check_served(dist)
         logprob = entry.logprob if entry.logprob is not None else None
@@ -1269,8 +1304,8 @@ class RemoteSession:
                                                    and ids[0] == self.model.bos_token_id)
         asked = caps.deep if shifted else TOP_N
         body = self.model.body(self._prompt(ids), max_tokens=1, logprobs=asked, params=None, echo=True)
-        if caps.prompt_logprobs:
-            body["prompt_logprobs"] = 0  # vLLM: the exact rank of each prompt token
+        if caps.prompt_logprobs:  # vLLM: exact ranks too; it also sets the size of the echoed top lists
+            body["prompt_logprobs"] = asked
         choice = self._request(body)
         entries = self.model.parse(choice)
         pairs = self.model.align(entries, ids)
@@ -1328,7 +1363,7 @@ def remote_key(config: ServerConfig, model_id: str) -> str:
 
 def remote_label(config: ServerConfig, model_id: str) -> str:
     name = Path(model_id).name if ("/" in model_id and Path(model_id).suffix) else model_id
-    return f"{name} (remote, {config.netloc})"
+    return f"{name} @ {config.netloc}"
 
 
 class RemoteCatalog:
@@ -1376,15 +1411,15 @@ class RemoteCatalog:
         for config in self.configs:
             _, models, error = self._lists[config.url]
             if error:
-                infos.append(ModelInfo(f"server @ {config.url}", f"{config.netloc} (remote, unreachable)", config.url,
+                infos.append(ModelInfo(f"server @ {config.url}", f"{config.netloc} (unreachable)", config.url,
                                        error, "remote", {"remote": True, "server": config.url, "error": error}))
             for model in models:
                 key = remote_key(config, model["id"])
-                status = "loaded" if key in self._models else "remote"
                 infos.append(ModelInfo(key, remote_label(config, model["id"]), config.url,
                                        f"Served by {config.url}" + (f", context {model['max_model_len']} tokens"
                                                                      if model.get("max_model_len") else ""),
-                                       status, {"remote": True, "server": config.url, "model": model["id"]}))
+                                       "remote", {"remote": True, "server": config.url, "model": model["id"],
+                                                  "loaded": key in self._models}))
         return infos
 
     def info(self, key: str) -> ModelInfo:
@@ -1411,11 +1446,11 @@ class RemoteCatalog:
         if found is None:
             raise ModelNotFoundError(f"'{key}' is not a model of any configured server.")
         config, model_id = found
-        if model_id == "server":
-            _, _, error = self._lists.get(config.url, (0, [], None))
+        if model_id == "server":  # the placeholder of an unreachable server: ask again, explain
             self._fetch(config)
-            _, _, error = self._lists[config.url]
-            raise ModelLoadError(error or f"Pick one of the models of {config.url} instead.")
+            _, models, error = self._lists[config.url]
+            raise ModelLoadError(error or f"{config.url} answers now; pick one of its models: "
+                                          f"{', '.join(m['id'] for m in models) or 'it lists none'}.")
         with self._key_locks[key]:
             model = self._models.get(key)
             if model is None:

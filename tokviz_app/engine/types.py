@@ -31,7 +31,7 @@ class Alternative:
     token_id: int
     text: str
     prob: float
-    sampled_prob: float
+    sampled_prob: float | None  # None where a remote server cannot tell
 
 
 @dataclass(frozen=True)
