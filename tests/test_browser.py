@@ -216,3 +216,146 @@ def test_initialize_generate_choose_reset_in_chromium(server, driver) -> None:
 
     severe = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
     assert not severe, severe
+
+
+def test_keyboard_chart_branches_and_dark_mode_in_chromium(server, driver) -> None:
+    """Issue 4 in a real browser: keyboard flow, chart click <-> token selection, branch switch, dark mode."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    d = driver
+    wait = WebDriverWait(driver, 30, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException])
+
+    def button(name: str):
+        return d.find_element(By.XPATH, f"//button[.//span[normalize-space()='{name}']]")
+
+    def tokens():
+        return d.find_elements(By.CSS_SELECTOR, ".tv-token")
+
+    def press(*keys: str) -> None:
+        ActionChains(d).send_keys(*keys).perform()
+
+    def details() -> str:
+        return d.find_element(By.CSS_SELECTOR, ".tv-details").text
+
+    d.get(server)
+    wait.until(lambda _: button("Initialize Model"))
+    button("Initialize Model").click()
+    wait.until(lambda _: button("Generate Next Token").get_dom_attribute("disabled") is None)
+    max_tokens = d.find_element(By.CSS_SELECTOR, ".tv-max-tokens input")
+    max_tokens.send_keys(Keys.CONTROL, "a")
+    max_tokens.send_keys("8")
+    d.find_element(By.CSS_SELECTOR, ".tv-logo").click()  # leave the input: shortcuts are off while typing
+
+    press("n")  # next token
+    wait.until(lambda _: len(tokens()) == 1)
+    press("g")  # generate to end
+    wait.until(lambda _: "finished" in d.find_element(By.CSS_SELECTOR, ".tv-gen-status").text)
+    n = len(tokens())
+    assert n >= 3
+    original = [t.text for t in tokens()]
+
+    press(Keys.ARROW_LEFT)  # nothing selected: the last token
+    wait.until(lambda _: f"generated token {n - 1}" in details())
+    press(Keys.ARROW_LEFT, Keys.ARROW_LEFT)
+    wait.until(lambda _: f"generated token {n - 3}" in details())
+    assert "tv-selected" in tokens()[n - 3].get_dom_attribute("class")
+    press(Keys.ARROW_DOWN)  # opens the alternatives, first one highlighted
+    wait.until(lambda _: len(d.find_elements(By.CSS_SELECTOR, ".tv-alt")) == 10)
+    wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".tv-alt-focus"))
+    alts = d.find_elements(By.CSS_SELECTOR, ".tv-alt")
+    pick = next(i for i, a in enumerate(alts) if "tv-alt-current" not in a.get_dom_attribute("class"))
+    press(*([Keys.ARROW_DOWN] * pick))
+    wait.until(lambda _: "tv-alt-focus" in d.find_elements(By.CSS_SELECTOR, ".tv-alt")[pick].get_dom_attribute("class"))
+    picked_id = alts[pick].get_dom_attribute("data-token-id")
+    press(Keys.ENTER)  # picks it: a new branch
+    wait.until(lambda _: len(tokens()) == n - 2 and len(d.find_elements(By.CSS_SELECTOR, ".tv-branch")) == 2)
+    wait.until(lambda _: picked_id in details())
+    wait.until(lambda _: "tv-branch-active" in d.find_elements(By.CSS_SELECTOR, ".tv-branch")[1]
+               .get_dom_attribute("class"))
+    wait.until(lambda _: "tv-split" in tokens()[n - 3].get_dom_attribute("class"))
+
+    # the chart: clicking point 1 selects token 1; selecting a token moves the chart's marker
+    chart = d.find_element(By.CSS_SELECTOR, ".tv-chart")
+    assert "tv-chart" in chart.get_dom_attribute("class")
+    wait.until(lambda _: d.execute_script(
+        "const c = getElement(arguments[0].id.slice(1)).chart; return c.getOption().series[0].data.length",
+        chart) == n - 2)
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", chart)
+    time.sleep(0.2)
+    x, y = d.execute_script(
+        "const c = getElement(arguments[0].id.slice(1)).chart;"
+        "return c.convertToPixel({seriesIndex: 0}, [1, c.getOption().series[0].data[1]]);", chart)
+    rect = chart.rect
+    ActionChains(d).move_to_element_with_offset(chart, int(x - rect["width"] / 2), int(y - rect["height"] / 2)) \
+        .click().perform()
+    wait.until(lambda _: "generated token 1" in details())
+    wait.until(lambda _: "tv-selected" in tokens()[1].get_dom_attribute("class"))
+    press(Keys.ESCAPE)  # closes the menu if the click opened one
+    tokens()[0].click()
+    wait.until(lambda _: d.execute_script(
+        "const c = getElement(arguments[0].id.slice(1)).chart;"
+        "const m = c.getOption().series[0].markPoint.data; return m.length ? m[0].coord[0] : null", chart) == 0)
+    press(Keys.ESCAPE)
+    wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".tv-alt") == [])
+    time.sleep(0.3)
+    d.save_screenshot(str(ARTIFACTS / "browser-branches-chart.png"))
+
+    # back to the first branch: nothing was lost
+    d.find_elements(By.CSS_SELECTOR, ".tv-branch")[0].click()
+    wait.until(lambda _: [t.text for t in tokens()] == original)
+
+    # import opens the browser's file picker (a hidden uploader does the upload)
+    d.find_element(By.XPATH, "//button[.//span[normalize-space()='Import JSON']]").click()
+
+    # help overlay, then dark mode remembered across a reload
+    press("?")
+    wait.until(lambda _: "Keyboard shortcuts" in d.find_element(By.TAG_NAME, "body").text)
+    press(Keys.ESCAPE)
+    wait.until(lambda _: "Keyboard shortcuts" not in d.find_element(By.TAG_NAME, "body").text)
+    d.find_element(By.CSS_SELECTOR, ".tv-dark-toggle").click()
+    wait.until(lambda _: "body--dark" in d.find_element(By.TAG_NAME, "body").get_dom_attribute("class"))
+    d.refresh()
+    wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".tv-layout"))
+    wait.until(lambda _: "body--dark" in d.find_element(By.TAG_NAME, "body").get_dom_attribute("class"))
+    time.sleep(0.3)
+    d.save_screenshot(str(ARTIFACTS / "browser-dark.png"))
+    d.find_element(By.CSS_SELECTOR, ".tv-dark-toggle").click()
+    wait.until(lambda _: "body--dark" not in d.find_element(By.TAG_NAME, "body").get_dom_attribute("class"))
+
+    severe = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not severe, severe
+
+
+def test_html_export_opens_without_a_server(driver, tiny_model, tmp_path) -> None:
+    """The exported HTML file: coloured tokens with hover details, straight from disk."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Chromium and chromedriver are not installed")
+    from selenium.webdriver.common.by import By
+
+    from tokviz_app.engine.export import snapshot_of
+    from tokviz_app.engine.types import SamplingParams
+    from tokviz_app.export_html import render_html
+
+    session = tiny_model.start("The quick <b>brown</b> fox", SamplingParams(seed=3))
+    try:
+        session.generate(12)
+        snapshot = snapshot_of(session)
+    finally:
+        session.close()
+    page = tmp_path / "session.html"
+    page.write_text(render_html(snapshot, mode="prob"), encoding="utf-8")
+    driver.get(page.as_uri())
+    chips = driver.find_elements(By.CSS_SELECTOR, ".k.g")
+    assert len(chips) == len(snapshot.tokens)
+    for chip, step in zip(chips, snapshot.tokens):
+        assert chip.get_dom_attribute("data-prob") == f"{step.prob:.6f}"
+        assert f"rank {step.rank}" in chip.get_dom_attribute("title")
+        assert chip.value_of_css_property("background-color") not in ("rgba(0, 0, 0, 0)", "transparent")
+    assert driver.find_elements(By.CSS_SELECTOR, "b") == [driver.find_element(By.CSS_SELECTOR, "p b")], \
+        "token text is escaped, never markup"
+    assert not [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]

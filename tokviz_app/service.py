@@ -107,12 +107,15 @@ class ModelService:
 
         return await self._call(work)
 
-    async def choose(self, handle: SessionHandle, position: int, token_id: int) -> TokenStep:
+    async def choose(self, handle: SessionHandle, position: int, token_id: int,
+                     expected: int | None = None) -> TokenStep:
         """Replace generated token `position` and drop the ones after it."""
 
         def work() -> TokenStep:
             with handle.lock:
                 session = self._open(handle)
+                if expected is not None:
+                    self._reconcile(session, expected)
                 return session.choose(position, token_id)
 
         return await self._call(work)
@@ -132,6 +135,88 @@ class ModelService:
             await self._call(work)
         except asyncio.CancelledError:  # app shutting down: close right here instead
             work()
+
+    async def switch_branch(self, handle: SessionHandle, branch_id: int) -> list[TokenStep]:
+        """Make another branch of the tree the active text; returns its tokens."""
+
+        def work() -> list[TokenStep]:
+            with handle.lock:
+                return list(self._open(handle).switch_branch(branch_id))
+
+        return await self._call(work)
+
+    async def branches(self, handle: SessionHandle) -> tuple[list[Any], int]:
+        """(copies of the branches, active branch id)."""
+
+        def work() -> tuple[list[Any], int]:
+            from .engine.types import Branch
+
+            with handle.lock:
+                session = self._open(handle)
+                return ([Branch(b.id, list(b.tokens), b.parent, b.split) for b in session.branches],
+                        session.active_branch.id)
+
+        return await self._call(work)
+
+    async def find_tokens(self, model: Any, query: str, limit: int = 20) -> list[tuple[int, str]]:
+        """Vocabulary search by text (the first search builds the model's text index)."""
+        return await self._call(model.find_tokens, query, limit)
+
+    async def score(self, handle: SessionHandle, position: int, token_ids: list[int],
+                    expected: int) -> list[tuple[int, float, int]]:
+        """(token_id, prob, rank) of any tokens at generated `position`."""
+
+        def work() -> list[tuple[int, float, int]]:
+            with handle.lock:
+                session = self._open(handle)
+                self._reconcile(session, expected)
+                return session.score(position, token_ids)
+
+        return await self._call(work)
+
+    async def snapshot(self, handle: SessionHandle) -> Any:
+        """The session frozen for export (tokens, numbers, branches)."""
+        from .engine.export import snapshot_of
+
+        def work() -> Any:
+            with handle.lock:
+                return snapshot_of(self._open(handle), prompt=handle.prompt)
+
+        return await self._call(work)
+
+    async def restore(self, model: Any, snapshot: Any) -> SessionHandle:
+        """A live session from an imported snapshot, without re-scoring."""
+        handle = SessionHandle(model=model, prompt=snapshot.prompt, params=snapshot.settings)
+
+        def work() -> SessionHandle:
+            handle.session = model.restore(snapshot)
+            return handle
+
+        return await self._call(work)
+
+    async def score_text(self, model: Any, text: str, params: SamplingParams) -> SessionHandle:
+        """Score every token of `text`, then continue as a session whose generated tokens are that text
+        (after its first token), so the user can branch from any of them and keep generating."""
+        from dataclasses import replace
+
+        from .engine.export import SessionSnapshot
+        from .engine.types import Branch
+
+        handle = SessionHandle(model=model, prompt=text, params=params)
+
+        def work() -> SessionHandle:
+            scored = model.start(text, params)
+            try:
+                steps, ids = list(scored.prompt_tokens), scored.token_ids
+            finally:
+                scored.close()
+            generated = [replace(s, is_prompt=False, position=i) for i, s in enumerate(steps[1:])]
+            snapshot = SessionSnapshot(model={}, settings=params, prompt=text, prompt_ids=ids[:1],
+                                       prompt_tokens=steps[:1], branches=[Branch(0, generated)], active=0)
+            handle.session = model.restore(snapshot)
+            return handle
+
+        return await self._call(work)
 
     def is_eos(self, handle: SessionHandle, step: TokenStep) -> bool:
         return handle.session is not None and bool(handle.session.is_eos(step))

@@ -30,7 +30,7 @@ def option_label(info: ModelInfo) -> str:
 
 class ModelPicker:
     def __init__(self, catalog: list[ModelInfo], selected: str | None, *,
-                 on_select: Callable[[str], Any], on_initialize: Callable[[], Any]) -> None:
+                 on_select: Callable[[str], Any], on_initialize: Callable[[], Any], allow_any: bool = False) -> None:
         self.infos = {info.key: info for info in catalog}
         if selected is not None and selected not in self.infos:
             selected = None
@@ -41,7 +41,11 @@ class ModelPicker:
                 self.select = ui.select(
                     {key: option_label(info) for key, info in self.infos.items()}, value=selected, label="Model",
                     on_change=lambda e: on_select(e.value),
+                    # --allow-any-model: type a hub id or a folder on the server, then Enter
+                    new_value_mode="add-unique" if allow_any else None,
                 ).classes("tv-model-select").mark("model-select")
+                if allow_any:
+                    self.select.props('hint="or type a hub id or a folder on the server, then Enter"')
                 self.button = ui.button("Initialize Model", on_click=on_initialize) \
                     .props("no-caps").mark("Initialize Model", "init-button")
             self.description = ui.label("").classes("tv-muted text-caption").mark("model-description")
@@ -69,7 +73,10 @@ class ModelPicker:
         self.progress.set_visibility(True)
         self.progress.props(remove="indeterminate") if fraction is not None else self.progress.props("indeterminate")
         if fraction is not None:
-            self.progress.set_value(max(0.0, min(1.0, fraction)))
+            fraction = max(0.0, min(1.0, fraction))
+            self.progress.set_value(fraction)
+            if message.startswith("Downloading:"):  # the hub client's byte counts: show the percentage too
+                message = f"{message} ({fraction:.0%})"
         self.set_status(message)
 
     def hide_progress(self) -> None:

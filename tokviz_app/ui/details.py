@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from nicegui import ui
 
 from ..engine.types import TokenStep
@@ -14,7 +17,11 @@ def _fmt(value: float | None, digits: int = 3, suffix: str = "") -> str:
 
 
 class DetailsPanel:
-    def __init__(self) -> None:
+    def __init__(self, on_search: Callable[[TokenStep, str], Any] | None = None,
+                 on_choose: Callable[[int, int], Any] | None = None) -> None:
+        self.on_search = on_search
+        self.on_choose = on_choose
+        self.results: ui.column | None = None
         with ui.card().classes("tv-details w-full").mark("details") as self.card:
             ui.label("Token details").classes("text-subtitle1 tv-card-title")
             self.body = ui.column().classes("w-full gap-1")
@@ -60,7 +67,7 @@ class DetailsPanel:
                     ui.label(value).classes("tv-detail-value").mark(marker)
             if step.alternatives:
                 ui.label("Top 10").classes("text-caption tv-muted q-mt-sm")
-                with ui.element("div").classes("tv-chart").mark("details-chart"):
+                with ui.element("div").classes("tv-topchart").mark("details-chart"):
                     for i, alt in enumerate(step.alternatives):
                         current = alt.token_id == step.token_id
                         ui.label(visible_text(alt.text)).classes("tv-chart-label" + (" tv-chart-current" if current
@@ -69,3 +76,33 @@ class DetailsPanel:
                             ui.element("div").classes(f"tv-alt-fill {prob_class(alt.prob)}").style(
                                 f"width: {max(alt.prob * 100, 0.5):.1f}%").mark(f"chart-bar-{i}")
                         ui.label(percent(alt.prob)).classes("tv-chart-prob")
+            if not step.is_prompt and self.on_search is not None:
+                self._search_box(step)
+
+    def _search_box(self, step: TokenStep) -> None:
+        ui.label("Any token at this position").classes("text-caption tv-muted q-mt-sm")
+        with ui.row().classes("w-full items-center no-wrap gap-1"):
+            box = ui.input(placeholder="type text, e.g. ' cat'").props("dense outlined").classes("grow") \
+                .mark("token-search")
+            box.on("keydown.enter", lambda: self.on_search(step, box.value))
+            ui.button(icon="search", on_click=lambda: self.on_search(step, box.value)).props("flat dense") \
+                .mark("token-search-button")
+        self.results = ui.column().classes("w-full gap-0 tv-search-results").mark("search-results")
+
+    def show_results(self, step: TokenStep, rows: list[tuple[int, str, float | None, int | None]],
+                     message: str = "") -> None:
+        """Search hits as (token_id, text, prob, rank); "use" picks one at this position."""
+        if self.results is None or self.results.is_deleted or self.step is not step:
+            return
+        self.results.clear()
+        with self.results:
+            if message:
+                ui.label(message).classes("tv-muted text-caption").mark("search-message")
+            for i, (token_id, text, prob, rank) in enumerate(rows):
+                with ui.row().classes("w-full items-center no-wrap gap-2 tv-search-hit").mark(f"search-hit-{i}"):
+                    ui.label(visible_text(text)).classes("tv-alt-text grow")
+                    ui.label(percent(prob)).classes("tv-alt-prob").mark(f"search-prob-{i}")
+                    ui.label(f"rank {'–' if rank is None else rank}").classes("tv-muted text-caption") \
+                        .mark(f"search-rank-{i}")
+                    ui.button("use", on_click=lambda _, t=token_id: self.on_choose(step.position, t)) \
+                        .props("flat dense no-caps").mark(f"search-use-{i}")

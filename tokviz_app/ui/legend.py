@@ -1,19 +1,31 @@
-"""The colour legend for token probabilities."""
+"""The colour legend: always the levels of the current colour mode."""
 
 from __future__ import annotations
 
 from nicegui import ui
 
-from .colors import BUCKETS
+from .colors import LEVELS, MODE_LABELS, MODES
 
 
-def build_legend() -> ui.element:
-    with ui.element("div").classes("tv-legend").mark("legend") as legend:
-        ui.label("Probability:").classes("tv-legend-title")
-        for bucket in BUCKETS:
-            with ui.element("span").classes("tv-legend-item").mark(f"legend-{bucket.name}"):
-                ui.element("span").classes(f"tv-swatch tv-p-{bucket.name}")
-                ui.label(f"{bucket.name} {bucket.label}").classes("tv-legend-label")
-        with ui.element("span").classes("tv-legend-item"):
-            ui.label("· space  ↵ newline  → tab  ‹F0 9F› partial bytes").classes("tv-legend-label tv-muted")
-    return legend
+class Legend:
+    """The legend of the current colour mode (rebuilt when the mode changes: a handful of elements)."""
+
+    def __init__(self, mode: str = "prob") -> None:
+        self.container = ui.element("div").classes("tv-legend-box")
+        self.mode = ""
+        self.show(mode)
+
+    def show(self, mode: str) -> None:
+        if mode == self.mode:
+            return
+        self.mode = mode
+        self.container.clear()
+        with self.container:
+            with ui.element("div").classes("tv-legend").mark("legend", f"legend-mode-{mode}"):
+                ui.label(f"{MODES[mode]}:").classes("tv-legend-title").mark("legend-title")
+                for name, label in zip(LEVELS, MODE_LABELS[mode]):
+                    with ui.element("span").classes("tv-legend-item").mark(f"legend-{name}"):
+                        ui.element("span").classes(f"tv-swatch tv-p-{name}")
+                        ui.label(f"{name} {label}" if mode == "prob" else label).classes("tv-legend-label")
+                with ui.element("span").classes("tv-legend-item"):
+                    ui.label("· space  ↵ newline  → tab  ‹F0 9F› partial bytes").classes("tv-legend-label tv-muted")

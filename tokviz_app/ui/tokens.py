@@ -8,6 +8,7 @@ ten alternatives are built only when a chip is clicked, in one menu per tab.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from nicegui.element import Element
 from nicegui.elements.mixins.text_element import TextElement
 
 from ..engine.types import TokenStep
-from .colors import prob_class
+from .colors import prob_class, step_classes
 
 CHUNK = 64
 _CONTROL = {i: chr(0x2400 + i) for i in range(32) if i not in (9, 10, 13)}  # ␀ ␁ ... control pictures
@@ -61,7 +62,7 @@ class TokenChip(TextElement):
 
 def _chip(step: TokenStep, *, prompt: bool) -> TokenChip:
     chip = TokenChip(visible_text(step.text))
-    chip.classes(("tv-prompt-token " if prompt else "tv-token ") + prob_class(step.prob))
+    chip.classes(("tv-prompt-token " if prompt else "tv-token ") + step_classes(step))
     if step.partial:
         chip.classes("tv-partial")
     if "\n" in step.text:
@@ -92,7 +93,12 @@ class TokenView:
         self.menu: ui.menu | None = None
         self.menu_position: int | None = None
         self.highlighted: TokenChip | None = None
-        with ui.element("div").classes("tv-text").mark("tokens") as self.container:
+        self.menu_closed_at = 0.0  # Esc closes a menu in the browser first: that Esc must not also stop
+        self.menu_items: list[ui.menu_item] = []  # the open menu's alternatives (keyboard ↑/↓)
+        self.focus: int | None = None
+        self.splits: list[TokenChip] = []
+        self.mode = "prob"
+        with ui.element("div").classes("tv-text tv-mode-prob").mark("tokens") as self.container:
             self.placeholder = ui.label("Tokens appear here.").classes("tv-placeholder").mark("tokens-placeholder")
             self.prompt_box = ui.element("span").classes("tv-prompt").mark("prompt-tokens")
             self.box = ui.element("span").classes("tv-generated").mark("generated-tokens")
@@ -160,6 +166,27 @@ class TokenView:
         self.prompt_box.clear()
         self._update_placeholder()
 
+    def replace_all(self, steps: list[TokenStep]) -> None:
+        """Show another branch: the generated chips are rebuilt once (a user action, not per token)."""
+        self.clear()
+        for step in steps:
+            self.append(step)
+
+    def set_mode(self, mode: str) -> None:
+        """Colour mode: one class on the container (every chip carries a class per mode)."""
+        self.mode = mode
+        self.container.classes(replace=f"tv-text tv-mode-{mode}")
+
+    def mark_splits(self, positions: set[int]) -> None:
+        """Mark the chips where another branch leaves this text."""
+        for chip in self.splits:
+            if not chip.is_deleted:
+                chip.classes(remove="tv-split")
+        self.splits = [self.chips[p] for p in sorted(positions) if 0 <= p < len(self.chips)]
+        for chip in self.splits:
+            chip.classes("tv-split")
+            chip._props["data-split"] = "1"  # pylint: disable=protected-access
+
     # ------------------------------------------------------------ selection
     def highlight(self, chip: TokenChip | None) -> None:
         """Outline the selected chip (one at a time)."""
@@ -194,12 +221,14 @@ class TokenView:
         with menu:
             ui.label(f"Alternatives for token {position}").classes("tv-alt-title")
             listed = False
+            self.menu_items, self.focus = [], None
             for rank, alt in enumerate(step.alternatives):
                 current = alt.token_id == step.token_id
                 listed = listed or current
                 item = ui.menu_item(on_click=lambda _, t=alt.token_id: self.on_choose(position, t))
                 item.classes("tv-alt" + (" tv-alt-current" if current else "")).mark("alt", f"alt-{rank}")
                 item._props["data-token-id"] = alt.token_id  # pylint: disable=protected-access
+                self.menu_items.append(item)
                 with item:
                     ui.label("✓" if current else "").classes("tv-alt-mark")
                     ui.label(visible_text(alt.text)).classes("tv-alt-text")
@@ -215,7 +244,27 @@ class TokenView:
         menu.open()
         return menu
 
+    def move_focus(self, delta: int) -> int | None:
+        """Keyboard ↑/↓ inside the open menu; returns the focused alternative's index."""
+        if self.menu is None or not self.menu_items:
+            return None
+        old = self.focus
+        self.focus = 0 if old is None else max(0, min(len(self.menu_items) - 1, old + delta))
+        if old is not None and old != self.focus:
+            self.menu_items[old].classes(remove="tv-alt-focus")
+        self.menu_items[self.focus].classes("tv-alt-focus")
+        return self.focus
+
+    def focused_token(self) -> int | None:
+        """The token id of the focused alternative, if any."""
+        if self.menu is None or self.focus is None or self.menu_position is None:
+            return None
+        return self.steps[self.menu_position].alternatives[self.focus].token_id
+
     def close_menu(self) -> None:
+        self.menu_items, self.focus = [], None
+        if self.menu is not None:
+            self.menu_closed_at = time.monotonic()
         menu, self.menu, self.menu_position = self.menu, None, None
         if menu is not None and not menu.is_deleted:
             menu.delete()

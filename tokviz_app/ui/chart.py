@@ -1,0 +1,98 @@
+"""The per-position line chart (ui.echart), synchronised with the token text.
+
+Updated at most every THROTTLE seconds while streaming (and once at the end), never per token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nicegui import ui
+
+from ..engine.types import TokenStep
+
+THROTTLE = 0.2
+METRICS = {"prob": "probability", "surprisal": "surprisal (bits)", "entropy": "entropy (bits)"}
+
+
+def metric_value(step: TokenStep, metric: str) -> float | None:
+    value = {"prob": step.prob, "surprisal": step.surprisal, "entropy": step.entropy}[metric]
+    return None if value is None else round(float(value), 6)
+
+
+class TokenChart:
+    def __init__(self, on_point: Callable[[int], Any]) -> None:
+        self.on_point = on_point
+        self.metric = "prob"
+        self.steps: list[TokenStep] = []
+        self.selected: int | None = None
+        self._last = 0.0
+        self._dirty = False
+        with ui.row().classes("w-full items-center gap-2 tv-chart-bar"):
+            ui.label("Chart").classes("text-subtitle2")
+            self.toggle = ui.toggle(METRICS, value="prob", on_change=lambda e: self.set_metric(e.value)) \
+                .props("dense no-caps size=sm").mark("chart-metric")
+        self.chart = ui.echart(self._options(), on_point_click=lambda e: self.on_point(int(e.data_index))) \
+            .classes("tv-chart w-full").mark("chart")
+
+    def _options(self) -> dict:
+        return {
+            "animation": False,
+            "grid": {"left": 48, "right": 16, "top": 24, "bottom": 28},
+            "tooltip": {"trigger": "axis"},
+            "xAxis": {"type": "category", "data": [], "name": "position"},
+            "yAxis": {"type": "value", "name": METRICS[self.metric], "min": 0,
+                      "splitLine": {"lineStyle": {"color": "rgba(128, 128, 128, 0.25)"}}},
+            "series": [{"type": "line", "data": [], "symbolSize": 7, "showAllSymbol": True,
+                        "lineStyle": {"width": 1.5},
+                        "markPoint": {"symbol": "circle", "symbolSize": 14, "silent": True, "label": {"show": False},
+                                      "itemStyle": {"color": "#ff6f00"}, "data": []}}],
+        }
+
+    # ----------------------------------------------------------------- data
+    def set_steps(self, steps: list[TokenStep]) -> None:
+        self.steps = list(steps)
+        if self.selected is not None and self.selected >= len(self.steps):
+            self.selected = None
+        self.flush()
+
+    def append(self, step: TokenStep) -> None:
+        """Streaming: pushed to the browser at most every THROTTLE seconds."""
+        self.steps.append(step)
+        self._dirty = True
+        if time.monotonic() - self._last >= THROTTLE:
+            self.flush()
+
+    def truncate(self, n: int) -> None:
+        del self.steps[n:]
+        self._dirty = True
+
+    def set_metric(self, metric: str) -> None:
+        self.metric = metric
+        self.flush()
+
+    def select(self, position: int | None) -> None:
+        self.selected = position if position is not None and 0 <= position < len(self.steps) else None
+        self.flush()
+
+    def flush(self) -> None:
+        options = self.chart.options
+        values = [metric_value(s, self.metric) for s in self.steps]
+        options["xAxis"]["data"] = list(range(len(values)))
+        options["yAxis"]["name"] = METRICS[self.metric]
+        options["yAxis"]["max"] = 1 if self.metric == "prob" else None
+        series = options["series"][0]
+        series["data"] = values
+        mark = []
+        if self.selected is not None and self.selected < len(values):
+            mark = [{"coord": [self.selected, values[self.selected]], "value": self.selected}]
+        series["markPoint"]["data"] = mark
+        self.chart.update()
+        self._last = time.monotonic()
+        self._dirty = False
+
+    def flush_if_dirty(self) -> None:
+        if self._dirty:
+            self.flush()
