@@ -2,37 +2,50 @@
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import sys
+from collections.abc import Mapping
 from typing import Any
 
-from nicegui import ui
+from nicegui import app, ui
 
-from .config import Settings
+from . import health
+from .config import Settings, fail, parse_settings
 from .engine.errors import TokvizError
 from .service import ModelService
 
 
-def parse_args(argv: list[str] | None = None) -> Settings:
-    parser = argparse.ArgumentParser(prog="tokviz", description="See what a language model does, token by token.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
-    parser.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
-                        help="add a model to the dropdown (hub id or local folder); repeatable, the first is preselected")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
-    parser.add_argument("--native", action="store_true", help="open in a native window (needs pywebview)")
-    args = parser.parse_args(argv)
-    return Settings(host=args.host, port=args.port, native=args.native, device=args.device, models=list(args.model))
+def _device_name(manager: Any) -> str:
+    """The manager's default device, resolved ("auto" -> "cuda"/"mps"/"cpu")."""
+    try:
+        from .engine.devices import resolve_device
+
+        return resolve_device(getattr(manager, "device", None) or "auto")
+    except Exception:  # noqa: BLE001 - a fake manager in tests, or an unavailable device
+        return str(getattr(manager, "device", "auto"))
+
+
+def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Flags, then TOKVIZ_* environment variables (see config.py). Bad values exit with code 2."""
+    return parse_settings(argv, environ)
 
 
 def create_app(settings: Settings, manager: Any = None) -> ModelService:
-    """Create the shared service and register the page. No server is started here."""
+    """Create the shared service and register the page and /healthz. No server is started here."""
     if manager is None:
         from .engine import ModelManager
 
-        manager = ModelManager(device=settings.device or "auto")
+        options: dict[str, Any] = {}
+        if settings.dtype:
+            options["dtype"] = settings.dtype
+        if settings.servers:
+            options["servers"] = list(settings.servers)
+        try:
+            manager = ModelManager(device=settings.device or "auto", **options)
+        except TokvizError as error:  # e.g. a --server that is not an address
+            fail(str(error))
     service = ModelService(manager)
+    health.register(app, manager, _device_name(manager))
     for name in settings.models:
         try:
             info = manager.add(name)
@@ -57,10 +70,37 @@ def main(argv: list[str] | None = None) -> None:
     if multiprocessing.current_process().name != "MainProcess":
         return  # a native-window or worker process re-importing the main module: nothing to serve
     settings = parse_args(argv)
+    _check_device(settings)
+    if settings.native:
+        _check_native()
+        if sys.platform.startswith("linux"):  # pywebview tries GTK first; the Qt backend comes from PyPI
+            app.native.start_args.setdefault("gui", "qt")
+        app.native.window_args.setdefault("min_size", (400, 500))
     create_app(settings)
     print(f"tokviz: serving on {settings.address} (bound to {settings.host})", flush=True)
     ui.run(host=settings.host, port=settings.port, reload=False, title="tokviz", show=False,
            native=settings.native, favicon="🔤", show_welcome_message=False)
+
+
+def _check_device(settings: Settings) -> None:
+    """`--device cuda` on a machine without CUDA: a one-line error at start, not at the first load."""
+    if not settings.device:
+        return
+    from .engine.devices import resolve_device
+    from .engine.errors import ModelLoadError
+
+    try:
+        resolve_device(settings.device)
+    except ModelLoadError as error:
+        fail(f"--device {settings.device}: {error}")
+
+
+def _check_native() -> None:
+    try:
+        import webview  # noqa: F401
+    except ImportError:
+        fail("--native needs pywebview: install the extra with `uv sync --extra native` "
+             "(or run `uv run --extra native tokviz --native`)")
 
 
 if __name__ in {"__main__", "__mp_main__"}:

@@ -1,0 +1,50 @@
+"""`GET /healthz`: a small JSON report for container health checks and monitoring."""
+
+from __future__ import annotations
+
+import time
+from importlib import metadata
+from typing import Any
+
+STARTED = time.time()
+
+
+def version() -> str:
+    try:
+        return metadata.version("tokviz")
+    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+def payload(manager: Any, device: str) -> dict[str, Any]:
+    """status, version, device, loaded models, open tabs (cheap: no file-system or network checks)."""
+    models = []
+    for model in manager.loaded():
+        models.append({"key": model.key, "device": getattr(model, "device", None),
+                       "dtype": getattr(model, "dtype", None)})
+    return {
+        "status": "ok",
+        "app": "tokviz",
+        "version": version(),
+        "device": device,
+        "models": [m["key"] for m in models],
+        "loaded": models,
+        "tabs": connected_tabs(),
+        "uptime_s": round(time.time() - STARTED, 1),
+    }
+
+
+def connected_tabs() -> int:
+    """Pages with a live websocket (open tabs or native windows)."""
+    from nicegui import Client
+
+    return sum(1 for client in list(Client.instances.values()) if client.has_socket_connection)
+
+
+def register(app: Any, manager: Any, device: str) -> None:
+    """Add the route to NiceGUI's FastAPI app (replacing an earlier one, e.g. in tests)."""
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/healthz"]
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, Any]:
+        return payload(manager, device)
