@@ -47,12 +47,12 @@ def pack_linear_layers(model: torch.nn.Module) -> int:
         for tensor in list(model.parameters()) + list(model.buffers()):
             if not tensor.is_mkldnn:
                 tensor.data = tensor.data.clone()
-    _return_freed_memory()
+    return_freed_memory()
     return packed
 
 
-def _return_freed_memory() -> None:
-    """glibc keeps the freed unpacked weights in its arenas; hand them back to the OS."""
+def return_freed_memory() -> None:
+    """glibc keeps large freed buffers (unpacked weights, KV caches) in its arenas; hand them back."""
     try:
         import ctypes
 

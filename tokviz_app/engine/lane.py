@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .cpu_pack import return_freed_memory
+
 PREFILL_CHUNK_BUSY = 32  # tokens per prefill forward while other sessions stream: bounds their stall
 PREFILL_CHUNK_IDLE = 512  # ... and when nobody else is waiting
 GATHER_FRACTION = 0.5  # wait up to this fraction of the last batch's time for the rest of the batch
@@ -182,7 +184,10 @@ class InferenceLane:
         keep_rows = [s for s in self._rows if not s.released and s.idle < IDLE_ROUNDS]
         joining = [r.slot for r in requests if r.slot.row is None]
         if joining or len(keep_rows) != len(self._rows) or self._holes() > MAX_HOLES:
+            released = any(s.released for s in self._rows)
             self._rebuild(keep_rows + joining)
+            if released:  # closed tabs: give their KV memory back to the OS, not just to malloc
+                return_freed_memory()
         for r in requests:  # crops of resident rows only hide columns
             self._crop_row(r.slot, r.keep)
         batch = len(self._rows)
