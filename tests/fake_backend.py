@@ -129,6 +129,8 @@ def _sampling_probs(logits: list[float], probs: list[float], params: SamplingPar
 
 
 class FakeSession:
+    streams = False  # a test sets True to run "Generate to End" through generate(), as remote sessions do
+
     def __init__(self, model: FakeModel, ids: list[int], params: SamplingParams) -> None:
         self.model = model
         self.params = params
@@ -181,6 +183,22 @@ class FakeSession:
             self.tokens.append(step)
             self.model.manager.steps += 1
             return step
+
+    def generate(self, max_new_tokens: int, *, should_stop=None, on_token=None) -> list[TokenStep]:
+        """Like the engine's: stops after end-of-text, or when `should_stop()` turns true."""
+        self.model.manager.generate_calls += 1
+        steps: list[TokenStep] = []
+        for _ in range(max_new_tokens):
+            if should_stop is not None and should_stop():
+                self.finish_reason = "stopped"
+                break
+            step = self.step()
+            steps.append(step)
+            if on_token is not None:
+                on_token(step)
+            if self.is_eos(step):
+                break
+        return steps
 
     def choose(self, position: int, token_id: int) -> TokenStep:
         with self._lock:
@@ -291,6 +309,7 @@ class FakeModelManager:
                  eos_at: int | None = None, extra_failing: bool = True) -> None:
         self.step_delay = step_delay
         self.load_delay = load_delay
+        self.generate_calls = 0
         self.context_length = context_length
         self.eos_at = eos_at
         self._infos: dict[str, ModelInfo] = {info.key: info for info in CATALOG}

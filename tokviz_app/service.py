@@ -218,6 +218,51 @@ class ModelService:
 
         return await self._call(work)
 
+    @staticmethod
+    def streams(handle: SessionHandle) -> bool:
+        """True for sessions whose generate() is one streaming request (remote servers)."""
+        return bool(getattr(handle.session, "streams", False))
+
+    async def stream(self, handle: SessionHandle, expected: int, params: SamplingParams | None, n: int):
+        """Yield up to `n` new tokens from one `session.generate()` call, as they arrive.
+
+        Leaving the loop early (Stop, a closed tab) sets the stop flag, which cancels the
+        server's request; tokens that arrive after that are truncated away by the next call.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+
+        def work() -> None:
+            with handle.lock:
+                session = self._open(handle)
+                self._reconcile(session, expected)
+                if params is not None:
+                    session.params = params
+                session.generate(n, should_stop=stop.is_set,
+                                 on_token=lambda step: loop.call_soon_threadsafe(queue.put_nowait, step))
+
+        async def produce() -> None:
+            try:
+                await self._call(work)
+                queue.put_nowait(_DONE)
+            except BaseException as error:  # hand errors (and cancellation) to the consumer
+                queue.put_nowait(error)
+
+        producer = asyncio.ensure_future(produce())
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            if not producer.done():
+                await asyncio.shield(producer)
+
     def is_eos(self, handle: SessionHandle, step: TokenStep) -> bool:
         return handle.session is not None and bool(handle.session.is_eos(step))
 

@@ -914,6 +914,8 @@ class RemoteSession:
     """`GenerationSession` for a served model: one completion request per step, a stream for
     `generate`. The server keeps no state, so branches, truncation and restore are bookkeeping."""
 
+    streams = True  # the page runs "Generate to End" through generate(): one streaming request
+
     def __init__(self, model: RemoteModel, prompt_ids: list[int], params: SamplingParams, *, bos_added: bool,
                  restore=None) -> None:
         self.model = model

@@ -209,12 +209,19 @@ class TabController:
                 reason = "error"
                 return
             self._gen_started, self._gen_count = time.perf_counter(), 0
-            for _ in range(n):
-                step = await self.service.step(handle, len(state.tokens), state.sampling_params())
-                self._append(step)
-                if self.service.is_eos(handle, step):
-                    reason = "eos"
-                    break
+            if n > 1 and self.service.streams(handle):  # remote: one streaming request, Stop cancels it
+                async for step in self.service.stream(handle, len(state.tokens), state.sampling_params(), n):
+                    self._append(step)
+                    if self.service.is_eos(handle, step):
+                        reason = "eos"
+                        break
+            else:
+                for _ in range(n):
+                    step = await self.service.step(handle, len(state.tokens), state.sampling_params())
+                    self._append(step)
+                    if self.service.is_eos(handle, step):
+                        reason = "eos"
+                        break
         except asyncio.CancelledError:
             reason = "stopped"
             raise
