@@ -41,7 +41,8 @@ from urllib.parse import urlparse
 import httpx
 
 from .errors import ContextFullError, ModelLoadError, ModelNotFoundError, PositionError, PromptTooLongError, TokvizError
-from .types import Alternative, Branch, ModelInfo, SamplingParams, TokenStep
+from .branching import BranchTree
+from .types import Alternative, ModelInfo, SamplingParams, TokenStep
 
 TOP_N = 10  # alternatives per token, as the local engine
 DEEP_N = 100  # logprobs asked for where a deeper list helps (prompt scoring, a chosen token) and the server allows
@@ -910,7 +911,7 @@ def _int_or_none(value: Any) -> int | None:
 
 
 # ============================================================================ sessions
-class RemoteSession:
+class RemoteSession(BranchTree):
     """`GenerationSession` for a served model: one completion request per step, a stream for
     `generate`. The server keeps no state, so branches, truncation and restore are bookkeeping."""
 
@@ -927,8 +928,7 @@ class RemoteSession:
         self._closed = False
         self._rng = random.Random(params.seed if params.seed is not None else random.getrandbits(63))
         self.tokens: list[TokenStep] = []
-        self._branches = [Branch(id=0, tokens=self.tokens, parent=None, split=0)]
-        self._active = 0
+        self._init_tree()
         self.prompt_tokens: list[TokenStep] = []
         self.finish_reason: str | None = None
         self.warnings: list[str] = []  # honest caveats about this session's numbers, for the page
@@ -936,9 +936,7 @@ class RemoteSession:
             self._score_prompt()
         else:
             self.prompt_tokens = list(restore.prompt_tokens)
-            self._branches = [Branch(b.id, list(b.tokens), b.parent, b.split) for b in restore.branches]
-            self._active = next(i for i, b in enumerate(self._branches) if b.id == restore.active)
-            self.tokens = self._branches[self._active].tokens
+            self._init_tree(restore.branches, restore.active)
             self._ids = self._ids + [t.token_id for t in self.tokens]
 
     # ----------------------------------------------------------------- public API
@@ -1103,23 +1101,10 @@ class RemoteSession:
             return out
 
     # ----------------------------------------------------------------- branch tree (as the local session)
-    @property
-    def branches(self) -> list[Branch]:
-        return list(self._branches)
-
-    @property
-    def active_branch(self) -> Branch:
-        return self._branches[self._active]
-
     def switch_branch(self, branch_id: int) -> list[TokenStep]:
         with self._lock:
             self._check_open()
-            target = next((i for i, b in enumerate(self._branches) if b.id == branch_id), None)
-            if target is None:
-                raise PositionError(f"There is no branch {branch_id}.")
-            self._active = target
-            self.tokens = self._branches[target].tokens
-            self._ids = self._ids[: self._n_prompt] + [t.token_id for t in self.tokens]
+            self._ids = self._select_branch(branch_id)
             return self.tokens
 
     def truncate(self, n_tokens: int) -> None:
@@ -1165,14 +1150,6 @@ class RemoteSession:
     def _append(self, step: TokenStep) -> None:
         self._ids.append(step.token_id)
         self.tokens.append(step)
-
-    def _branch_off(self, position: int) -> None:
-        parent = self._branches[self._active]
-        branch = Branch(id=len(self._branches), tokens=list(parent.tokens[:position]), parent=parent.id,
-                        split=position)
-        self._branches.append(branch)
-        self._active = len(self._branches) - 1
-        self.tokens = branch.tokens
 
     def _prompt(self, ids: Sequence[int]) -> list[int] | str:
         prompt, exact = self.model.prompt_for(ids)

@@ -11,7 +11,8 @@ import torch
 
 from . import metrics
 from .errors import ContextFullError, PositionError, TokvizError
-from .types import Alternative, Branch, SamplingParams, TokenStep
+from .branching import BranchTree
+from .types import Alternative, SamplingParams, TokenStep
 
 if TYPE_CHECKING:
     from .manager import LoadedModel
@@ -20,7 +21,7 @@ TOP_N = 10
 PREFILL_CHUNK = 512  # prompt tokens scored at once: bounds logits memory for long prompts
 
 
-class GenerationSession:
+class GenerationSession(BranchTree):
     """Token-by-token generation with exact statistics.
 
     Invariants: `_ids` holds prompt + generated ids (never re-encoded); the
@@ -45,8 +46,7 @@ class GenerationSession:
         self._generator = torch.Generator()
         self._generator.manual_seed(params.seed if params.seed is not None else random.getrandbits(63))
         self.tokens: list[TokenStep] = []
-        self._branches = [Branch(id=0, tokens=self.tokens, parent=None, split=0)]
-        self._active = 0
+        self._init_tree()
         self.prompt_tokens: list[TokenStep] = []
         self.finish_reason: str | None = None  # "eos", "length", "context", "stopped"
         if restore is None:
@@ -145,24 +145,11 @@ class GenerationSession:
             return step
 
     # ----------------------------------------------------------------- branch tree
-    @property
-    def branches(self) -> list[Branch]:
-        return list(self._branches)
-
-    @property
-    def active_branch(self) -> Branch:
-        return self._branches[self._active]
-
     def switch_branch(self, branch_id: int) -> list[TokenStep]:
         """Make another branch the active text; the KV cache keeps the shared prefix."""
         with self._lock:
             self._check_open()
-            target = next((i for i, b in enumerate(self._branches) if b.id == branch_id), None)
-            if target is None:
-                raise PositionError(f"There is no branch {branch_id}.")
-            self._active = target
-            self.tokens = self._branches[target].tokens
-            new_ids = self._ids[: self._n_prompt] + [t.token_id for t in self.tokens]
+            new_ids = self._select_branch(branch_id)
             common = self._n_prompt
             while common < min(len(new_ids), len(self._ids)) and new_ids[common] == self._ids[common]:
                 common += 1
@@ -170,15 +157,6 @@ class GenerationSession:
             self._crop_to(common)
             self._next_logits = None
             return self.tokens
-
-    def _branch_off(self, position: int) -> None:
-        """Keep the active branch as it is and continue in a new one sharing tokens[:position]."""
-        parent = self._branches[self._active]
-        branch = Branch(id=len(self._branches), tokens=list(parent.tokens[:position]), parent=parent.id,
-                        split=position)
-        self._branches.append(branch)
-        self._active = len(self._branches) - 1
-        self.tokens = branch.tokens
 
     def score(self, position: int, token_ids: list[int]) -> list[tuple[int, float, int]]:
         """(token_id, prob, rank) of any tokens as candidates for generated `position`
@@ -273,9 +251,7 @@ class GenerationSession:
     def _restore(self, snapshot) -> None:
         """Take tokens, numbers and branches from a snapshot; only rebuild the KV cache."""
         self.prompt_tokens = list(snapshot.prompt_tokens)
-        self._branches = [Branch(b.id, list(b.tokens), b.parent, b.split) for b in snapshot.branches]
-        self._active = next(i for i, b in enumerate(self._branches) if b.id == snapshot.active)
-        self.tokens = self._branches[self._active].tokens
+        self._init_tree(snapshot.branches, snapshot.active)
         self._ids = self._ids + [t.token_id for t in self.tokens]
         for start in range(0, len(self._ids), PREFILL_CHUNK):
             logits = self._forward(self._ids[start : start + PREFILL_CHUNK])

@@ -1,0 +1,51 @@
+"""Branch-tree bookkeeping shared by the local and the remote session.
+
+A session that mixes this in keeps `tokens` (the active branch's list), `_ids`
+(prompt + active tokens), `_n_prompt`, `_lock` and `_check_open()`.
+"""
+
+from __future__ import annotations
+
+from .errors import PositionError
+from .types import Branch, TokenStep
+
+
+class BranchTree:
+    _branches: list[Branch]
+    _active: int
+    tokens: list[TokenStep]
+
+    def _init_tree(self, snapshot_branches: list[Branch] | None = None, active_id: int = 0) -> None:
+        if snapshot_branches is None:
+            self._branches = [Branch(id=0, tokens=self.tokens, parent=None, split=0)]
+            self._active = 0
+        else:
+            self._branches = [Branch(b.id, list(b.tokens), b.parent, b.split) for b in snapshot_branches]
+            self._active = next(i for i, b in enumerate(self._branches) if b.id == active_id)
+            self.tokens = self._branches[self._active].tokens
+
+    @property
+    def branches(self) -> list[Branch]:
+        return list(self._branches)
+
+    @property
+    def active_branch(self) -> Branch:
+        return self._branches[self._active]
+
+    def _select_branch(self, branch_id: int) -> list[int]:
+        """Make `branch_id` active; returns the ids of its whole text (prompt + tokens)."""
+        target = next((i for i, b in enumerate(self._branches) if b.id == branch_id), None)
+        if target is None:
+            raise PositionError(f"There is no branch {branch_id}.")
+        self._active = target
+        self.tokens = self._branches[target].tokens
+        return self._ids[: self._n_prompt] + [t.token_id for t in self.tokens]
+
+    def _branch_off(self, position: int) -> None:
+        """Keep the active branch as it is and continue in a new one sharing tokens[:position]."""
+        parent = self._branches[self._active]
+        branch = Branch(id=len(self._branches), tokens=list(parent.tokens[:position]), parent=parent.id,
+                        split=position)
+        self._branches.append(branch)
+        self._active = len(self._branches) - 1
+        self.tokens = branch.tokens
