@@ -19,7 +19,7 @@ from .errors import ModelNotFoundError, PromptTooLongError, TokvizError
 from .loading import Progress, check_hub_id, fetch_from_hub, load_pretrained, looks_like_path
 from .remote import RemoteCatalog, RemoteModel, ServerConfig
 from .session import GenerationSession
-from .texts import TokenTexts
+from .texts import TokenTexts, prompt_ids
 from .types import ModelInfo, SamplingParams
 
 
@@ -70,12 +70,7 @@ class LoadedModel:
     def start(self, prompt: str, params: SamplingParams | None = None) -> GenerationSession:
         """A new session: the prompt is tokenised once and scored in one pass (chunked)."""
         params = params or SamplingParams()
-        ids = self.encode(prompt) if prompt else []
-        bos_added = False
-        if not ids:
-            if self.bos_token_id is None:
-                raise TokvizError("The prompt is empty and this model has no beginning-of-text token to start from.")
-            ids, bos_added = [self.bos_token_id], True
+        ids, bos_added = prompt_ids(self.encode, prompt, self.bos_token_id)
         if len(ids) > self.context_length:
             raise PromptTooLongError(
                 f"The prompt is {len(ids)} tokens long, but {self.label} reads at most {self.context_length} tokens. "

@@ -43,6 +43,7 @@ import httpx
 from .errors import ContextFullError, ModelLoadError, ModelNotFoundError, PositionError, PromptTooLongError, TokvizError
 from .branching import BranchTree
 from .types import Alternative, ModelInfo, SamplingParams, TokenStep
+from .texts import prompt_ids
 
 TOP_N = 10  # alternatives per token, as the local engine
 DEEP_N = 100  # logprobs asked for where a deeper list helps (prompt scoring, a chosen token) and the server allows
@@ -642,12 +643,7 @@ class RemoteModel:
     # --------------------------------------------------------------- sessions
     def start(self, prompt: str, params: SamplingParams | None = None) -> RemoteSession:
         params = params or SamplingParams()
-        ids = self.encode(prompt) if prompt else []
-        bos_added = False
-        if not ids:
-            if self.bos_token_id is None:
-                raise TokvizError("The prompt is empty and this model has no beginning-of-text token to start from.")
-            ids, bos_added = [self.bos_token_id], True
+        ids, bos_added = prompt_ids(self.encode, prompt, self.bos_token_id)
         self._check_length(len(ids))
         return RemoteSession(self, ids, params, bos_added=bos_added)
 

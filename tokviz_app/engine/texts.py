@@ -78,3 +78,15 @@ class TokenTexts:
                 cached = (raw.decode("utf-8", errors="tokviz-bytes"), True)
             self._memo[token_id] = cached
         return cached
+
+
+def prompt_ids(encode, prompt: str, bos_token_id: int | None) -> tuple[list[int], bool]:
+    """(ids, bos_added): the prompt's token ids; an empty prompt starts from the BOS token."""
+    from .errors import TokvizError
+
+    ids = encode(prompt) if prompt else []
+    if ids:
+        return ids, False
+    if bos_token_id is None:
+        raise TokvizError("The prompt is empty and this model has no beginning-of-text token to start from.")
+    return [bos_token_id], True
