@@ -1,0 +1,167 @@
+"""Reading the servers' logprobs: distributions over the known top tokens, never invented."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..types import SamplingParams
+from .client import TOP_N, ServerError
+
+
+@dataclass(frozen=True)
+class _Tok:
+    id: int | None  # None: the server's text matches no token or several
+    text: str
+
+
+@dataclass
+class _Entry:
+    """One token position of a completion's logprobs."""
+
+    token: _Tok
+    logprob: float | None
+    top: list[tuple[_Tok, float]] | None
+
+
+@dataclass
+class _Known:
+    id: int
+    logprob: float
+    rank: int | None  # 1-based over the vocabulary, where the server's list proves it
+    in_top: bool  # among the first `asked` of the server's list
+
+
+@dataclass
+class _Dist:
+    """What the server told us about one next-token distribution."""
+
+    known: list[_Known] = field(default_factory=list)  # sorted by logprob, descending
+    asked: int = TOP_N
+    returned: int = 0  # entries the server sent (keys, before resolving them)
+    ranked: int = 0  # leading entries whose rank is exact (no unresolved entry before them)
+
+    @classmethod
+    def from_top(cls, top: list[tuple[_Tok, float]] | None, asked: int) -> _Dist:
+        dist = cls(asked=asked, returned=len(top or []))
+        exact = True
+        seen: set[int] = set()
+        for position, (tok, logprob) in enumerate(sorted(top or [], key=lambda t: -t[1])):
+            if position >= asked:  # the sampled token added after the top-k: its rank is unknown
+                exact = False
+            if tok.id is None:
+                exact = False
+                continue
+            if tok.id in seen:
+                continue
+            seen.add(tok.id)
+            dist.known.append(_Known(tok.id, logprob, position + 1 if exact else None, position < asked))
+            if exact:
+                dist.ranked = position + 1
+        return dist
+
+    def find(self, token_id: int) -> _Known | None:
+        return next((k for k in self.known if k.id == token_id), None)
+
+    def alternatives(self) -> list[_Known]:
+        return [k for k in self.known if k.in_top][:TOP_N]
+
+    def sampler(self, params: SamplingParams) -> Callable[[int], float | None]:
+        """id -> probability under the session's sampling settings, where the known list decides it."""
+        unknown: Callable[[int], float | None] = lambda _id: None  # noqa: E731
+        if _is_plain(params):
+            return lambda token_id: (lambda k: math.exp(k.logprob) if k else None)(self.find(token_id))
+        head = self.known[: self.ranked]  # the true top tokens, in order, with nothing missing between them
+        if params.greedy:
+            if not head:
+                return unknown
+            best = head[0].id
+            return lambda token_id: 1.0 if token_id == best else 0.0
+        # Servers differ in the order of temperature and top-p; decide only where the order does not matter.
+        if params.temperature != 1.0 and params.top_p < 1.0:
+            return unknown
+        if params.top_k:
+            if params.top_k > len(head):
+                return unknown
+            pool = head[: params.top_k]
+            weights = [math.exp((k.logprob - pool[0].logprob) / params.temperature) for k in pool]
+            total = sum(weights)
+            probs = [w / total for w in weights]
+        elif params.temperature == 1.0:
+            pool, probs = head, [math.exp(k.logprob) for k in head]
+        else:
+            return unknown
+        if params.top_p < 1.0:
+            kept, mass = 0, 0.0
+            for p in probs:  # the smallest prefix whose mass reaches top_p, the crossing token included
+                if mass >= params.top_p:
+                    break
+                mass += p
+                kept += 1
+            if mass < params.top_p and not params.top_k:
+                return unknown  # the nucleus reaches beyond the tokens the server listed
+            pool, probs = pool[:kept], [p / mass for p in probs[:kept]]
+        elif not params.top_k:
+            return unknown
+        table = {k.id: p for k, p in zip(pool, probs)}
+        return lambda token_id: table.get(token_id, 0.0)
+
+
+def _is_plain(params: SamplingParams) -> bool:
+    return not params.greedy and params.temperature == 1.0 and params.top_k == 0 and params.top_p >= 1.0
+
+
+def _parse_logprobs(logprobs: Any, resolve: Callable[[Any, Any, str], _Tok]) -> list[_Entry]:
+    """Classic completions logprobs ({tokens, token_logprobs, top_logprobs}) or the newer list form
+    ({content: [{id?, token, bytes?, logprob, top_logprobs: [...]}]})."""
+    if not isinstance(logprobs, dict):
+        return []
+    entries: list[_Entry] = []
+    if isinstance(logprobs.get("content"), list):
+        for item in logprobs["content"]:
+            top = item.get("top_logprobs")
+            entries.append(_Entry(
+                resolve(item.get("id"), item.get("bytes"), str(item.get("token", ""))), item.get("logprob"),
+                None if top is None else [(resolve(t.get("id"), t.get("bytes"), str(t.get("token", ""))),
+                                           float(t["logprob"])) for t in top if t.get("logprob") is not None],
+            ))
+        return entries
+    tokens = logprobs.get("tokens") or []
+    token_logprobs = logprobs.get("token_logprobs") or [None] * len(tokens)
+    tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+    for text, logprob, top in zip(tokens, token_logprobs, tops):
+        entries.append(_Entry(
+            resolve(None, None, str(text)), logprob,
+            None if top is None else [(resolve(None, None, str(k)), float(v)) for k, v in top.items() if v is not None],
+        ))
+    return entries
+
+
+# ============================================================================ the model
+
+def _first_choice(answer: Any, base: str) -> dict:
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not choices or not isinstance(choices[0], dict):
+        raise ServerError(f"The model server at {base} answered without a completion.")
+    return choices[0]
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _prompt_ranks(prompt_logprobs: Any, ids: Sequence[int]) -> dict[int, int]:
+    """vLLM's `prompt_logprobs`: [None, {"id": {"logprob", "rank", ...}}, ...] -> {position: rank}."""
+    ranks: dict[int, int] = {}
+    if not isinstance(prompt_logprobs, list):
+        return ranks
+    for k, item in enumerate(prompt_logprobs[: len(ids)]):
+        if isinstance(item, dict):
+            info = item.get(str(ids[k]))
+            if isinstance(info, dict) and isinstance(info.get("rank"), int):
+                ranks[k] = info["rank"]
+    return ranks
