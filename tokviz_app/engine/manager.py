@@ -19,7 +19,7 @@ from .errors import ModelNotFoundError, PromptTooLongError, TokvizError
 from .loading import Progress, check_hub_id, fetch_from_hub, load_pretrained, looks_like_path
 from .remote import RemoteCatalog, RemoteModel, ServerConfig
 from .session import GenerationSession
-from .texts import TokenTexts, prompt_ids
+from .texts import TokenTexts, prompt_ids, search_vocabulary
 from .types import ModelInfo, SamplingParams
 
 
@@ -102,16 +102,7 @@ class LoadedModel:
             return []
         if self._vocab_texts is None:
             self._vocab_texts = [self.token_text(i)[0] for i in range(self.vocab_size)]
-        exact, prefix, inner = [], [], []
-        stripped = query.strip()
-        for token_id, text in enumerate(self._vocab_texts):
-            if text == query or (stripped and text.strip() == stripped):
-                exact.append((token_id, text))
-            elif text.startswith(query) or (stripped and text.strip().startswith(stripped)):
-                prefix.append((token_id, text))
-            elif query in text:
-                inner.append((token_id, text))
-        return (exact + sorted(prefix, key=lambda t: len(t[1])) + inner)[:limit]
+        return search_vocabulary(self._vocab_texts, query, limit)
 
     def info(self) -> ModelInfo:
         return ModelInfo(self.key, self.label, self.source, status="loaded",

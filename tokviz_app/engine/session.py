@@ -11,7 +11,7 @@ import torch
 
 from . import metrics
 from .errors import ContextFullError, PositionError, TokvizError
-from .branching import BranchTree
+from .session_common import SessionCommon
 from .types import Alternative, SamplingParams, TokenStep
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ TOP_N = 10
 PREFILL_CHUNK = 512  # prompt tokens scored at once: bounds logits memory for long prompts
 
 
-class GenerationSession(BranchTree):
+class GenerationSession(SessionCommon):
     """Token-by-token generation with exact statistics.
 
     Invariants: `_ids` holds prompt + generated ids (never re-encoded); the
@@ -58,24 +58,6 @@ class GenerationSession(BranchTree):
     @property
     def context_length(self) -> int:
         return self.model.context_length
-
-    @property
-    def token_ids(self) -> list[int]:
-        """Prompt + generated ids (a copy)."""
-        return list(self._ids)
-
-    @property
-    def text(self) -> str:
-        """The exact decoded text of prompt and generated tokens (an added BOS is left out)."""
-        ids = self._ids[1:] if self._bos_added else self._ids
-        return self.model.decode(ids)
-
-    @property
-    def generated_text(self) -> str:
-        return self.model.decode(self._ids[self._n_prompt :])
-
-    def is_eos(self, step: TokenStep) -> bool:
-        return step.token_id in self.model.eos_token_ids
 
     def step(self) -> TokenStep:
         """Draw one token with the current sampling settings (one forward pass)."""
@@ -193,10 +175,6 @@ class GenerationSession(BranchTree):
                 self._closed = True
                 self.model.lane.release(self._slot)
                 self._next_logits = None
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     # ----------------------------------------------------------------- internals
     def _check_open(self) -> None:

@@ -90,3 +90,20 @@ def prompt_ids(encode, prompt: str, bos_token_id: int | None) -> tuple[list[int]
     if bos_token_id is None:
         raise TokvizError("The prompt is empty and this model has no beginning-of-text token to start from.")
     return [bos_token_id], True
+
+
+def search_vocabulary(texts: list[str], query: str, limit: int) -> list[tuple[int, str]]:
+    """(token_id, text) whose readable text matches `query`: exact first, then prefixes (shortest
+    first), then substrings. Surrounding whitespace in the query is optional."""
+    if not query:
+        return []
+    exact, prefix, inner = [], [], []
+    stripped = query.strip()
+    for token_id, text in enumerate(texts):
+        if text == query or (stripped and text.strip() == stripped):
+            exact.append((token_id, text))
+        elif text.startswith(query) or (stripped and text.strip().startswith(stripped)):
+            prefix.append((token_id, text))
+        elif query in text:
+            inner.append((token_id, text))
+    return (exact + sorted(prefix, key=lambda t: len(t[1])) + inner)[:limit]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..errors import ContextFullError, ModelLoadError, ModelNotFoundError, PromptTooLongError, TokvizError
-from ..texts import prompt_ids
+from ..texts import prompt_ids, search_vocabulary
 from ..types import ModelInfo, SamplingParams
 from .client import DEEP_N, PROBE_TEXT, TOP_N, ServerClient, ServerConfig, ServerError, list_models, remote_key, remote_label
 from .logprobs import _Dist, _Entry, _Tok, _first_choice, _int_or_none, _parse_logprobs
@@ -108,16 +108,7 @@ class RemoteModel:
             return []
         if not hasattr(self, "_vocab_texts"):
             self._vocab_texts = self.vocab.all_texts()
-        exact, prefix, inner = [], [], []
-        stripped = query.strip()
-        for token_id, text in enumerate(self._vocab_texts):
-            if text == query or (stripped and text.strip() == stripped):
-                exact.append((token_id, text))
-            elif text.startswith(query) or (stripped and text.strip().startswith(stripped)):
-                prefix.append((token_id, text))
-            elif query in text:
-                inner.append((token_id, text))
-        return (exact + sorted(prefix, key=lambda t: len(t[1])) + inner)[:limit]
+        return search_vocabulary(self._vocab_texts, query, limit)
 
     def info(self) -> ModelInfo:
         return ModelInfo(self.key, self.label, self.source, status="loaded",

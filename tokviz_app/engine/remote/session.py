@@ -7,7 +7,7 @@ import random
 import threading
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from ..branching import BranchTree
+from ..session_common import SessionCommon
 from ..errors import ContextFullError, PositionError, TokvizError
 from ..types import Alternative, SamplingParams, TokenStep
 from .client import TOP_N, ServerError
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .model import RemoteModel, _Capabilities
 
 
-class RemoteSession(BranchTree):
+class RemoteSession(SessionCommon):
     """`GenerationSession` for a served model: one completion request per step, a stream for
     `generate`. The server keeps no state, so branches, truncation and restore are bookkeeping."""
 
@@ -49,26 +49,6 @@ class RemoteSession(BranchTree):
     @property
     def context_length(self) -> int | None:
         return self.model.context_length
-
-    @property
-    def token_ids(self) -> list[int]:
-        return list(self._ids)
-
-    @property
-    def text(self) -> str:
-        ids = self._ids[1:] if self._bos_added else self._ids
-        return self.model.decode(ids)
-
-    @property
-    def generated_text(self) -> str:
-        return self.model.decode(self._ids[self._n_prompt:])
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def is_eos(self, step: TokenStep) -> bool:
-        return step.token_id in self.model.eos_token_ids
 
     def step(self) -> TokenStep:
         """One token from the server (one request with max_tokens=1)."""

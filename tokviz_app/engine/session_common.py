@@ -1,7 +1,7 @@
-"""Branch-tree bookkeeping shared by the local and the remote session.
+"""What the local and the remote session share: the ids and text views, and the branch tree.
 
-A session that mixes this in keeps `tokens` (the active branch's list), `_ids`
-(prompt + active tokens), `_n_prompt`, `_lock` and `_check_open()`.
+A session built on this keeps `model` (with `decode` and `eos_token_ids`), `tokens` (the
+active branch's list), `_ids` (prompt + active tokens), `_n_prompt`, `_bos_added` and `_closed`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,32 @@ from .errors import PositionError
 from .types import Branch, TokenStep
 
 
-class BranchTree:
+class SessionCommon:
     _branches: list[Branch]
     _active: int
     tokens: list[TokenStep]
+
+    @property
+    def token_ids(self) -> list[int]:
+        """Prompt + generated ids (a copy)."""
+        return list(self._ids)
+
+    @property
+    def text(self) -> str:
+        """The exact decoded text of prompt and generated tokens (an added BOS is left out)."""
+        ids = self._ids[1:] if self._bos_added else self._ids
+        return self.model.decode(ids)
+
+    @property
+    def generated_text(self) -> str:
+        return self.model.decode(self._ids[self._n_prompt :])
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def is_eos(self, step: TokenStep) -> bool:
+        return step.token_id in self.model.eos_token_ids
 
     def _init_tree(self, snapshot_branches: list[Branch] | None = None, active_id: int = 0) -> None:
         if snapshot_branches is None:
