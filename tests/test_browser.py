@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.server_process import clean_env, free_port, serve, tokviz_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -24,50 +22,17 @@ CHROMEDRIVER = os.environ.get("TOKVIZ_CHROMEDRIVER", "/usr/bin/chromedriver")
 ARTIFACTS = Path(os.environ.get("TOKVIZ_ARTIFACT_DIR", ROOT / "test-artifacts"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tiny_model_path, tmp_path):
     """The real entry point, serving the tiny model; yields its URL."""
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.skip("Chromium and chromedriver are not installed")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "NICEGUI_"))}  # a real server
-    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    log = (tmp_path / "server.log").open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "tokviz_app", "--port", str(port), "--model", str(tiny_model_path),
-                             "--device", "cpu"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://localhost:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"the server did not start:\n{log.read()}")
-            time.sleep(0.2)
-        log.seek(0)
-        assert f"serving on {url}" in log.read(), "the address is printed"
+    port = free_port()
+    command = tokviz_command("--port", str(port), "--model", str(tiny_model_path), "--device", "cpu")
+    with serve(command, clean_env(), tmp_path / "server.log", port, timeout=90) as running:
+        url = f"http://localhost:{port}"
+        assert f"serving on {url}" in running.output(), "the address is printed"
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.seek(0)
-        errors = [line for line in log.read().splitlines() if "ERROR" in line or "Traceback" in line]
-        log.close()
-        assert not errors, errors
 
 
 @pytest.fixture

@@ -26,15 +26,10 @@ import pytest
 
 from tokviz_app.engine import SamplingParams, TokvizError
 from tokviz_app.engine.errors import ModelLoadError, ModelNotFoundError
+from tests.server_process import free_port
 from tokviz_app.engine.remote import RemoteCatalog, RemoteModel, ServerConfig, ServerError, _Dist, _Tok
 
 LLAMA_PYTHON = Path(os.environ.get("TOKVIZ_LLAMA_SERVER_PYTHON", "/opt/llama-venv/bin/python"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ============================================================================ a miniature vLLM
