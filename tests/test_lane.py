@@ -111,3 +111,28 @@ def test_long_prefill_interleaves_with_streaming(fresh_model):
     check_all(streaming, fresh_model)
     results["long"].generate(5)
     check_all(results["long"], fresh_model)
+
+
+@pytest.mark.parametrize("resident", [False, True], ids=["alone", "beside-a-resident-row"])
+def test_long_prompts_score_at_every_chunk_boundary(long_context_model_path, resident):
+    """Prompts of 512 + 32k + {0, 1, 31} tokens: the engine feeds 512-token chunks and the lane splits
+    them into 32-token chunks while another row is resident; the last, single token of a chunked feed
+    once passed for a decode step and lost the earlier chunks' logits (issue 11)."""
+    from tests.tiny_model import train_tokenizer
+
+    model = ModelManager(device="cpu").load(str(long_context_model_path))
+    if resident:
+        other = model.start("Hello", SamplingParams(seed=1))
+        other.generate(2)
+        assert model.lane.resident_rows() == 1
+    vocabulary = len(train_tokenizer(400))
+    for n in (512 + 32, 512 + 33, 512 + 63):
+        ids = [(7 * i + 3) % vocabulary for i in range(n)]
+        session = model.start_from_ids(ids, SamplingParams(seed=n))
+        assert len(session.prompt_tokens) == n
+        session.generate(2)
+        check_all(session, model)
+        session.close()
+    if resident:
+        other.generate(2)
+        check_all(other, model)

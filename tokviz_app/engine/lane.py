@@ -105,9 +105,10 @@ class InferenceLane:
                     self._cv.wait()
                 self._gather()
                 requests, self._pending = self._pending, []
-            # One-token feeds after a non-empty prefix batch; everything else runs privately.
-            decode = [r for r in requests if len(r.ids) == 1 and r.keep > 0 and not r.slot.released]
-            prefill = [r for r in requests if not (len(r.ids) == 1 and r.keep > 0 and not r.slot.released)]
+            # Fresh one-token feeds after a non-empty prefix batch; everything else runs privately.
+            # (The last token of a chunked prefill is not a decode step: its request holds earlier chunks' logits.)
+            decode = [r for r in requests if self._is_decode(r)]
+            prefill = [r for r in requests if not self._is_decode(r)]
             try:
                 if decode:
                     self._decode(decode)
@@ -122,6 +123,10 @@ class InferenceLane:
                         continue
                 except BaseException as error:
                     r.future.set_exception(error)
+
+    @staticmethod
+    def _is_decode(r: _Request) -> bool:
+        return len(r.ids) == 1 and r.keep > 0 and not r.logits and not r.slot.released
 
     def _gather(self) -> None:
         """Give the sessions of the last batch a moment to come back, so they batch together.
