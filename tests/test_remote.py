@@ -509,8 +509,11 @@ def test_llama_server_without_local_tokenizer_uses_its_endpoints(llama_server):
 
 def test_config_parsing_and_api_key(monkeypatch):
     monkeypatch.setenv("TOKVIZ_SERVER_API_KEY", "secret")
-    config = ServerConfig.parse("gpu-box:8000")
-    assert config.url == "http://gpu-box:8000/v1" and config.api_key == "secret"
+    config = ServerConfig.parse("localhost:8000")
+    assert config.url == "http://localhost:8000/v1" and config.api_key == "secret"
+    with pytest.raises(TokvizError, match="plain HTTP"):  # a key never goes over plain HTTP to another machine
+        ServerConfig.parse("gpu-box:8000")
+    assert ServerConfig.parse("gpu-box:8000", api_key=None).url == "http://gpu-box:8000/v1"
     assert ServerConfig.parse("https://x.example/v1/").url == "https://x.example/v1"
     with pytest.raises(TokvizError):
         ServerConfig.parse("ftp://nope")

@@ -31,6 +31,16 @@ class Settings:
     dtype: str | None = None  # None/"auto": bf16/fp16 on GPUs, fp32 on CPU
     allow_any_model: bool = False  # let the page load any hub id or server-side folder
     servers: list[str] = field(default_factory=list)  # OpenAI-compatible model servers (--server URL)
+    server_keys: dict[str, str] = field(default_factory=dict, repr=False)  # --server-key URL=KEY
+    server_api_key: str | None = field(default=None, repr=False)  # $TOKVIZ_SERVER_API_KEY: a single server only
+    allow_insecure_server_key: bool = False  # send keys over plain HTTP to other machines
+
+    def server_configs(self) -> list:
+        """The servers as engine ServerConfigs, each with its own key. Raises TokvizError when a key
+        would go over plain HTTP to another machine, or names no --server (messages hold no secret)."""
+        from .engine.remote.servers import build_configs
+
+        return build_configs(self.servers, self.server_keys, self.server_api_key, self.allow_insecure_server_key)
 
     @property
     def address(self) -> str:
@@ -104,6 +114,18 @@ def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _server_key(text: str) -> tuple[str, str]:
+    """URL=KEY (split at the first "=": keys may end in "="). Errors never repeat the text: it is a secret."""
+    url, sep, key = text.strip().partition("=")
+    if not sep or not url.strip() or not key.strip():
+        raise argparse.ArgumentTypeError("expected URL=KEY, e.g. https://gpu-box:8000/v1=sk-...")
+    return url.strip(), key.strip()
+
+
+def _server_keys(text: str) -> list[tuple[str, str]]:
+    return [_server_key(part) for part in text.split(",") if part.strip()]
+
+
 # option -> (environment variable, converter for the variable's text)
 ENVIRONMENT = {
     "host": ("TOKVIZ_HOST", _host),
@@ -115,15 +137,18 @@ ENVIRONMENT = {
     "max_new_tokens": ("TOKVIZ_MAX_NEW_TOKENS", _max_new_tokens),
     "dtype": ("TOKVIZ_DTYPE", _dtype),
     "server": ("TOKVIZ_SERVER", _names),
+    "server_key": ("TOKVIZ_SERVER_KEYS", _server_keys),
+    "allow_insecure_server_key": ("TOKVIZ_ALLOW_INSECURE_SERVER_KEY", _flag),
 }
+SERVER_API_KEY = "TOKVIZ_SERVER_API_KEY"  # one key for a single --server (older setups)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tokviz", description="See what a language model does, token by token.",
                 epilog="Every option can also be set by an environment variable (flags win): "
                        + ", ".join(env for env, _ in ENVIRONMENT.values())
-                       + " (TOKVIZ_MODEL and TOKVIZ_SERVER take comma-separated lists). "
-                       "Remote servers read their API key from TOKVIZ_SERVER_API_KEY.")
+                       + " (TOKVIZ_MODEL, TOKVIZ_SERVER and TOKVIZ_SERVER_KEYS take comma-separated lists). "
+                       "A single --server may take its API key from TOKVIZ_SERVER_API_KEY.")
     p.add_argument("--host", type=_host, help="address to bind (default: 127.0.0.1, this machine only; "
                                               "0.0.0.0 lets other machines connect)")
     p.add_argument("--port", type=_port, help="port (default: 8080)")
@@ -142,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the most tokens one generation may produce (default: 1024)")
     p.add_argument("--server", action="append", metavar="URL",
                    help="an OpenAI-compatible model server whose models are offered too; repeatable")
+    p.add_argument("--server-key", action="append", type=_server_key, metavar="URL=KEY",
+                   help="the API key of one --server (prefer TOKVIZ_SERVER_KEYS: other users can read the command "
+                        "line); sent to that server only, and never over plain HTTP to another machine")
+    p.add_argument("--allow-insecure-server-key", action="store_const", const=True,
+                   help="allow sending a server's key (or the URL's password) over plain HTTP to another machine")
     return p
 
 
@@ -169,6 +199,16 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
         settings.max_tokens_limit = args.max_new_tokens
     settings.default_max_tokens = min(settings.default_max_tokens, settings.max_tokens_limit)
     settings.servers = list(args.server or [])
+    settings.server_keys = dict(args.server_key or [])
+    settings.server_api_key = environ.get(SERVER_API_KEY) or None
+    settings.allow_insecure_server_key = bool(args.allow_insecure_server_key)
+    if settings.servers or settings.server_keys:
+        from .engine.errors import TokvizError
+
+        try:
+            settings.server_configs()  # a key that would leak is refused now, before anything is sent
+        except TokvizError as error:
+            parser.error(str(error))
     return settings
 
 

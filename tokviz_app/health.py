@@ -17,12 +17,13 @@ def version() -> str:
 
 
 def payload(manager: Any, device: str) -> dict[str, Any]:
-    """status, version, device, loaded models, open tabs (cheap: no file-system or network checks)."""
+    """status, version, device, loaded models, open tabs, model servers (cheap: no file-system or network
+    checks; a server's state is its last answer, refreshed in the background)."""
     models = []
     for model in manager.loaded():
         models.append({"key": model.key, "device": getattr(model, "device", None),
                        "dtype": getattr(model, "dtype", None)})
-    return {
+    data: dict[str, Any] = {
         "status": "ok",
         "app": "tokviz",
         "version": version(),
@@ -32,6 +33,12 @@ def payload(manager: Any, device: str) -> dict[str, Any]:
         "tabs": connected_tabs(),
         "uptime_s": round(time.time() - STARTED, 1),
     }
+    remote = getattr(manager, "remote", None)
+    if remote is not None and hasattr(remote, "health"):
+        # "status" stays "ok" (this process serves); each --server says "ok", "degraded" or "pending"
+        data["servers"] = remote.health()
+        data["degraded"] = [s["url"] for s in data["servers"] if s["state"] == "degraded"]
+    return data
 
 
 def connected_tabs() -> int:

@@ -38,9 +38,9 @@ def create_app(settings: Settings, manager: Any = None) -> ModelService:
         options: dict[str, Any] = {}
         if settings.dtype:
             options["dtype"] = settings.dtype
-        if settings.servers:
-            options["servers"] = list(settings.servers)
         try:
+            if settings.servers:  # each with its own key (config.py refused any that would leak)
+                options["servers"] = settings.server_configs()
             manager = ModelManager(device=settings.device or "auto", **options)
         except TokvizError as error:  # e.g. a --server that is not an address
             fail(str(error))

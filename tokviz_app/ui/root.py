@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from nicegui import context, ui
 
 from ..config import Settings
+from ..inputs import parse_max_tokens, parse_seed
 from ..service import ModelService
 from ..state import TabState
 from .controller import TabController
@@ -69,9 +71,23 @@ def build_page(service: ModelService, settings: Settings) -> TabController:
     if model is not None:
         c.select_model(state.model_key)  # already loaded by another tab: ready at once
     c.refresh()
+    if any(info.extra.get("pending") for info in catalog):
+        _follow_catalog(c, service)  # a model server has not answered yet: add its models when it does
     context.client.on_delete(c.dispose)
     context.client.on_delete(_forget_route_caches)
     return c
+
+
+def _follow_catalog(c: TabController, service: ModelService) -> None:
+    """Servers are asked in the background (the page never waits for one); swap their "connecting…"
+    entries for their models, or "unreachable", once every server has answered."""
+    def check() -> None:
+        catalog = service.catalog()
+        if not any(info.extra.get("pending") for info in catalog):
+            timer.cancel()
+            c.picker.refresh_catalog(catalog)
+
+    timer = ui.timer(0.5, check)
 
 
 def _forget_route_caches() -> None:
@@ -93,11 +109,20 @@ def _bind_sampling(c: TabController) -> None:
     """Sampling widgets write into the tab's state; read when each step starts."""
     controls, state = c.controls, c.state
     controls.temperature.bind_value_to(state, "temperature", forward=lambda v: 1.0 if v is None else float(v))
-    controls.top_k.bind_value_to(state, "top_k", forward=lambda v: int(v or 0))
+    controls.top_k.bind_value_to(state, "top_k", forward=lambda v: int(v) if v and math.isfinite(v) else 0)
     controls.top_p.bind_value_to(state, "top_p", forward=lambda v: 1.0 if not v else float(v))
-    controls.seed.bind_value_to(state, "seed", forward=lambda v: None if v is None else int(v))
+    # inf, nan and 20-digit seeds must not raise here: the flows check them and say what is wrong
+    controls.seed.bind_value_to(state, "seed", forward=lambda v: _or_none(parse_seed, v))
     controls.greedy.bind_value_to(state, "greedy")
-    controls.max_tokens.bind_value_to(state, "max_tokens", forward=lambda v: int(v or 1))
+    controls.max_tokens.bind_value_to(state, "max_tokens",
+                                      forward=lambda v: _or_none(parse_max_tokens, v, 1, c.settings.max_tokens_limit))
+
+
+def _or_none(parse, *args):
+    try:
+        return parse(*args)[0]
+    except ValueError:
+        return None
 
 
 KEYS = [("← / →", "select the previous / next token"), ("↑ / ↓", "move within the open alternatives"),
@@ -137,7 +162,7 @@ def _toolbar(c: TabController) -> None:
     """Colour mode, palette, score text, export and import."""
 
     async def uploaded(e) -> None:
-        await c.import_json(await e.file.read())
+        await c.import_file(e.file)  # checks the size before reading
         upload.reset()
 
     with ui.row().classes("w-full items-center gap-2 tv-toolbar"):

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import threading
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import urlparse
 
 import httpx
 
 from ..errors import ContextFullError, TokvizError
+from .servers import API_KEY_ENV, REQUEST_DEADLINE, ServerConfig, scrub
 
 TOP_N = 10  # alternatives per token, as the local engine
 DEEP_N = 100  # logprobs asked for where a deeper list helps (prompt scoring, a chosen token) and the server allows
-API_KEY_ENV = "TOKVIZ_SERVER_API_KEY"
 PROBE_TEXT = "The capital of France is"
 MODELS_TTL = 30.0  # seconds a server's model list is reused by the catalog
+MAX_ANSWER_BYTES = 256 * 2**20  # a JSON answer larger than this is refused, not read into memory
 
 
 class ServerError(TokvizError):
@@ -31,36 +30,7 @@ class ServerError(TokvizError):
         self.status = status
 
 
-# ============================================================================ configuration and HTTP
-@dataclass(frozen=True)
-class ServerConfig:
-    """One `--server URL`. The API key is read from $TOKVIZ_SERVER_API_KEY unless given."""
-
-    url: str
-    api_key: str | None = None
-    connect_timeout: float = 3.0
-    read_timeout: float = 60.0  # per request, and the longest wait between two streamed tokens
-
-    @staticmethod
-    def parse(value: str | ServerConfig, **options: Any) -> ServerConfig:
-        if isinstance(value, ServerConfig):
-            return value
-        url = value.strip().rstrip("/")
-        if "://" not in url:
-            url = "http://" + url
-        parsed = urlparse(url)
-        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
-            raise TokvizError(f"'{value}' is not a server address; expected something like http://host:8000/v1.")
-        if not parsed.path:
-            url += "/v1"
-        options.setdefault("api_key", os.environ.get(API_KEY_ENV) or None)
-        return ServerConfig(url, **options)
-
-    @property
-    def netloc(self) -> str:
-        return urlparse(self.url).netloc
-
-
+# ============================================================================ HTTP
 class ServerClient:
     """Thin httpx wrapper: JSON requests, SSE streams, and errors as readable TokvizErrors."""
 
@@ -68,34 +38,58 @@ class ServerClient:
         self.config = config
         self.base = config.url.rstrip("/")
         self.root = self.base[: -len("/v1")] if self.base.endswith("/v1") else self.base
+        # this server's own key (or the URL's user and password); redirects are not followed, so the
+        # credentials never go to another host
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
-        self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(config.read_timeout,
-                                                                          connect=config.connect_timeout))
+        self._http = httpx.Client(headers=headers, auth=None if config.api_key else config.auth,
+                                  follow_redirects=False,
+                                  timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout))
+        self._secrets = config.secrets()
 
     def close(self) -> None:
         self._http.close()
 
     # ---------------------------------------------------------------- requests
-    def get(self, path: str) -> Any:
-        return self._send("GET", self.base + path)
+    def get(self, path: str, *, timeout: float | None = None, max_bytes: int = MAX_ANSWER_BYTES,
+            deadline: float = REQUEST_DEADLINE) -> Any:
+        return self._send("GET", self.base + path, None, timeout, max_bytes=max_bytes, deadline=deadline)
 
     def post(self, path: str, body: dict, *, root: bool = False, timeout: float | None = None) -> Any:
         return self._send("POST", (self.root if root else self.base) + path, body, timeout)
 
-    def _send(self, method: str, url: str, body: dict | None = None, timeout: float | None = None) -> Any:
+    def _send(self, method: str, url: str, body: dict | None = None, timeout: float | None = None, *,
+              max_bytes: int = MAX_ANSWER_BYTES, deadline: float = REQUEST_DEADLINE) -> Any:
+        """One request; the answer is read in chunks so that its size and total time stay bounded
+        (a server that drips bytes never trips the read timeout)."""
+        kwargs: dict[str, Any] = {"json": body} if body is not None else {}
+        if timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout, connect=self.config.connect_timeout)
+        started = time.monotonic()
         try:
-            kwargs: dict[str, Any] = {"json": body} if body is not None else {}
-            if timeout is not None:
-                kwargs["timeout"] = httpx.Timeout(timeout, connect=self.config.connect_timeout)
-            response = self._http.request(method, url, **kwargs)
+            with self._http.stream(method, url, **kwargs) as response:
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    chunks.append(chunk)
+                    if size > max_bytes:
+                        raise self.error(f"The model server at {self.base} sent an answer larger than "
+                                         f"{max_bytes // 2**20 or 1} MB; it was not read.")
+                    if time.monotonic() - started > deadline:
+                        raise self.error(f"The model server at {self.base} took longer than {deadline:.0f} s "
+                                         f"to answer.")
+                content = b"".join(chunks)
         except httpx.HTTPError as error:
             raise self._transport_error(error) from error
         if response.status_code >= 400:
-            raise self._status_error(response)
+            raise self._status_error(response.status_code, content, response.reason_phrase)
         try:
-            return response.json()
+            return json.loads(content)
         except ValueError as error:
-            raise ServerError(f"The model server at {self.base} sent an answer that is not JSON.") from error
+            raise self.error(f"The model server at {self.base} sent an answer that is not JSON.") from error
+
+    def error(self, message: str, status: int | None = None) -> ServerError:
+        """A ServerError whose message holds none of this server's secrets."""
+        return ServerError(scrub(message, self._secrets, limit=600), status)
 
     def stream(self, path: str, body: dict, should_stop: Callable[[], bool] | None = None,
                poll: float = 0.05) -> Iterator[dict]:
@@ -113,8 +107,8 @@ class ServerClient:
             try:
                 with self._http.stream("POST", url, json=body) as response:
                     if response.status_code >= 400:
-                        response.read()
-                        events.put(("error", self._status_error(response)))
+                        events.put(("error", self._status_error(response.status_code,
+                                                                _head(response), response.reason_phrase)))
                         return
                     data: list[str] = []
                     for line in response.iter_lines():
@@ -135,7 +129,7 @@ class ServerClient:
                     events.put(("error", self._transport_error(error)))
             except Exception as error:  # noqa: BLE001 - reported to the caller below
                 if not cancel.is_set():
-                    events.put(("error", ServerError(f"Reading the stream from {self.base} failed: {error}")))
+                    events.put(("error", self.error(f"Reading the stream from {self.base} failed: {error}")))
             finally:
                 events.put(("end", None))
 
@@ -151,7 +145,7 @@ class ServerClient:
                 except queue.Empty:
                     waited += poll
                     if waited > self.config.read_timeout + self.config.connect_timeout:
-                        raise ServerError(f"The model server at {self.base} sent nothing for "
+                        raise self.error(f"The model server at {self.base} sent nothing for "
                                           f"{self.config.read_timeout:.0f} s; the generation was cancelled.") from None
                     continue
                 waited = 0.0
@@ -162,41 +156,53 @@ class ServerClient:
                 try:
                     event = json.loads(payload)
                 except ValueError as error:
-                    raise ServerError(f"The model server at {self.base} streamed something that is not JSON.") \
+                    raise self.error(f"The model server at {self.base} streamed something that is not JSON.") \
                         from error
                 if isinstance(event, dict) and "error" in event and not event.get("choices"):
-                    raise ServerError(f"The model server at {self.base} reported an error: "
-                                      f"{_error_text(event)}")
+                    raise self.error(f"The model server at {self.base} reported an error: "
+                                     f"{scrub(_error_text(event), self._secrets)}")
                 yield event
         finally:
             cancel.set()
 
     # ---------------------------------------------------------------- errors
     def _transport_error(self, error: httpx.HTTPError) -> ServerError:
+        detail = scrub(_short(error), self._secrets)
         if isinstance(error, (httpx.ConnectError, httpx.ConnectTimeout)):
-            return ServerError(f"Cannot reach the model server at {self.base} ({_short(error)}). "
-                               f"Is it running, and is the address right?")
+            return self.error(f"Cannot reach the model server at {self.base} ({detail}). "
+                              f"Is it running, and is the address right?")
         if isinstance(error, httpx.TimeoutException):
-            return ServerError(f"The model server at {self.base} did not answer within "
-                               f"{self.config.read_timeout:.0f} s.")
-        return ServerError(f"The connection to the model server at {self.base} failed: {_short(error)}.")
+            return self.error(f"The model server at {self.base} did not answer within "
+                              f"{self.config.read_timeout:.0f} s.")
+        return self.error(f"The connection to the model server at {self.base} failed: {detail}.")
 
-    def _status_error(self, response: httpx.Response) -> ServerError:
+    def _status_error(self, status: int, content: bytes, reason: str = "") -> ServerError:
+        """A readable error from a refusal; the server's own words are trimmed and scrubbed."""
         try:
-            detail = _error_text(response.json())
+            detail = _error_text(json.loads(content))
         except ValueError:
-            detail = response.text.strip()[:300] or response.reason_phrase
-        status = response.status_code
+            detail = content.decode("utf-8", errors="replace") or reason
+        detail = scrub(detail, self._secrets)
         if status in (401, 403):
-            return ServerError(f"The model server at {self.base} refused the request (HTTP {status}: {detail}). "
-                               f"Set its API key in ${API_KEY_ENV}.", status)
+            return self.error(f"The model server at {self.base} refused the request (HTTP {status}: {detail}). "
+                              f"Give it its API key with --server-key URL=KEY (or ${API_KEY_ENV} for a single "
+                              f"server).", status)
         if re.search(r"context length|context window|maximum context|context_length|prompt is too long", detail, re.I):
             match = re.search(r"maximum context length is (\d+)", detail)
             error = ContextFullError(f"The model server says the text does not fit the model's context: {detail}")
             error.context_length = int(match.group(1)) if match else None  # type: ignore[attr-defined]
             return error  # type: ignore[return-value]
-        return ServerError(f"The model server at {self.base} rejected the request (HTTP {status}): {detail}",
-                           status)
+        return self.error(f"The model server at {self.base} rejected the request (HTTP {status}): {detail}", status)
+
+
+def _head(response: httpx.Response, limit: int = 65536) -> bytes:
+    """The start of an error body (enough to explain it; a hostile server may send gigabytes)."""
+    data = b""
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) >= limit:
+            break
+    return data[:limit]
 
 
 def _error_text(data: Any) -> str:
@@ -210,23 +216,65 @@ def _error_text(data: Any) -> str:
     else:
         text = str(data)
     text = text.split("\n\n  File ")[0]  # llama-cpp-python appends a traceback
-    return text.strip()[:400]
+    return text.strip()  # trimmed by scrub(), after the secrets are out (a cut could leave half a key)
 
 
 def _short(error: Exception) -> str:
-    text = str(error) or type(error).__name__
-    return text if len(text) < 160 else text[:157] + "…"
+    return str(error) or type(error).__name__
 
 
-# ============================================================================ vocabularies
+# ============================================================================ the model list
+MAX_MODELS = 200  # entries of one server in the dropdown
+MAX_ID_CHARS = 256
+MODELS_DEADLINE = 10.0  # the whole answer of GET /models (it runs in the background)
+MODELS_MAX_BYTES = 4 * 2**20
 
 
 def list_models(client: ServerClient) -> list[dict]:
-    answer = client.get("/models")
+    """The server's models, each {"id", "max_model_len", "root"} with checked types (see `check_models`)."""
+    return check_models(fetch_models(client), client.base)[0]
+
+
+def fetch_models(client: ServerClient) -> Any:
+    """GET /models, bounded: MODELS_DEADLINE (or the shorter read timeout) for the whole answer."""
+    limit = min(MODELS_DEADLINE, client.config.read_timeout)
+    return client.get("/models", timeout=limit, max_bytes=MODELS_MAX_BYTES, deadline=limit)
+
+
+def check_models(answer: Any, base: str) -> tuple[list[dict], str | None]:
+    """Only what tokviz can use from a GET /models answer: ids that are short printable text, context
+    lengths that are positive integers, and a note saying what was left out (None when nothing was)."""
     data = answer.get("data") if isinstance(answer, dict) else None
     if not isinstance(data, list):
-        raise ServerError(f"The server at {client.base} did not list its models (GET /models).")
-    return [m for m in data if isinstance(m, dict) and m.get("id")]
+        raise ServerError(f"The server at {base} did not list its models (GET /models).")
+    models: list[dict] = []
+    seen: set[str] = set()
+    bad = 0
+    for entry in data:
+        model_id = entry.get("id") if isinstance(entry, dict) else None
+        if not _clean_text(model_id, MAX_ID_CHARS):
+            bad += 1
+            continue
+        if model_id in seen:
+            continue
+        seen.add(model_id)
+        length = entry.get("max_model_len")
+        root = entry.get("root")
+        models.append({"id": model_id,
+                       "max_model_len": length if type(length) is int and 0 < length <= 100_000_000 else None,
+                       "root": root if _clean_text(root, 1024) else None})
+    notes = []
+    if bad:
+        notes.append(f"{bad} of its {len(data)} entries are not models tokviz can use (an id must be text of at "
+                     f"most {MAX_ID_CHARS} printable characters)")
+    if len(models) > MAX_MODELS:
+        notes.append(f"only the first {MAX_MODELS} of its {len(models)} models are offered")
+        models = models[:MAX_MODELS]
+    return models, ("; ".join(notes) or None)
+
+
+def _clean_text(value: Any, limit: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit and value.strip() == value and value.isprintable()
 
 
 def remote_key(config: ServerConfig, model_id: str) -> str:
@@ -234,5 +282,6 @@ def remote_key(config: ServerConfig, model_id: str) -> str:
 
 
 def remote_label(config: ServerConfig, model_id: str) -> str:
+    model_id = str(model_id)
     name = Path(model_id).name if ("/" in model_id and Path(model_id).suffix) else model_id
     return f"{name} @ {config.netloc}"

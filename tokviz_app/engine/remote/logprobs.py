@@ -114,17 +114,26 @@ def _is_plain(params: SamplingParams) -> bool:
 
 def _parse_logprobs(logprobs: Any, resolve: Callable[[Any, Any, str], _Tok]) -> list[_Entry]:
     """Classic completions logprobs ({tokens, token_logprobs, top_logprobs}) or the newer list form
-    ({content: [{id?, token, bytes?, logprob, top_logprobs: [...]}]})."""
+    ({content: [{id?, token, bytes?, logprob, top_logprobs: [...]}]}). Numbers that are not finite
+    and <= 0 become unknown; a shape that is neither form is a ServerError, never a crash."""
     if not isinstance(logprobs, dict):
         return []
+    try:
+        return _read_logprobs(logprobs, resolve)
+    except (AttributeError, TypeError, ValueError, KeyError, OverflowError) as error:
+        raise ServerError(f"The model server sent logprobs that tokviz cannot read ({type(error).__name__}).") \
+            from error
+
+
+def _read_logprobs(logprobs: dict, resolve: Callable[[Any, Any, str], _Tok]) -> list[_Entry]:
     entries: list[_Entry] = []
     if isinstance(logprobs.get("content"), list):
         for item in logprobs["content"]:
             top = item.get("top_logprobs")
             entries.append(_Entry(
-                resolve(item.get("id"), item.get("bytes"), str(item.get("token", ""))), item.get("logprob"),
+                resolve(item.get("id"), item.get("bytes"), str(item.get("token", ""))), _logprob(item.get("logprob")),
                 None if top is None else [(resolve(t.get("id"), t.get("bytes"), str(t.get("token", ""))),
-                                           float(t["logprob"])) for t in top if t.get("logprob") is not None],
+                                           _logprob(t["logprob"])) for t in top if _logprob(t.get("logprob")) is not None],
             ))
         return entries
     tokens = logprobs.get("tokens") or []
@@ -132,10 +141,19 @@ def _parse_logprobs(logprobs: Any, resolve: Callable[[Any, Any, str], _Tok]) -> 
     tops = logprobs.get("top_logprobs") or [None] * len(tokens)
     for text, logprob, top in zip(tokens, token_logprobs, tops):
         entries.append(_Entry(
-            resolve(None, None, str(text)), logprob,
-            None if top is None else [(resolve(None, None, str(k)), float(v)) for k, v in top.items() if v is not None],
+            resolve(None, None, str(text)), _logprob(logprob),
+            None if top is None else [(resolve(None, None, str(k)), _logprob(v)) for k, v in top.items()
+                                      if _logprob(v) is not None],
         ))
     return entries
+
+
+def _logprob(value: Any) -> float | None:
+    """A log-probability as the server sent it, or None where it is not one (text, NaN, > 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return min(value, 0.0) if value <= 1e-6 and not math.isnan(value) else None  # -inf: "impossible"
 
 
 # ============================================================================ the model

@@ -50,7 +50,7 @@ class RemoteModel:
         listed = list_models(self.client)
         entry = next((m for m in listed if m.get("id") == model_id), None)
         if entry is None:
-            names = ", ".join(str(m.get("id")) for m in listed) or "none"
+            names = ", ".join(m["id"] for m in listed[:20]) + (", …" if len(listed) > 20 else "") or "none"
             raise ModelNotFoundError(f"The server at {self.config.url} does not serve a model named '{model_id}'. "
                                      f"It serves: {names}.")
         self.context_length: int | None = _int_or_none(entry.get("max_model_len")) or self._props_context()
@@ -162,19 +162,24 @@ class RemoteModel:
         return choice
 
     def resolve(self, token_id: Any, raw: Any, text: str) -> _Tok:
-        if isinstance(token_id, int):
-            return _Tok(token_id, text)
+        if isinstance(token_id, int) and not isinstance(token_id, bool):
+            return _Tok(token_id if self._in_vocab(token_id) else None, text)
         if text.startswith("token_id:"):
             try:
-                return _Tok(int(text[len("token_id:"):]), text)
+                number = int(text[len("token_id:"):])
+                return _Tok(number if self._in_vocab(number) else None, text)
             except ValueError:
                 pass
-        if isinstance(raw, list) and raw and all(isinstance(b, int) for b in raw):
+        if isinstance(raw, list) and raw and all(type(b) is int and 0 <= b < 256 for b in raw):
             ids = self.vocab.ids_for_bytes(bytes(raw))
             if len(ids) == 1:
                 return _Tok(ids[0], text)
         ids = self.vocab.ids_for_text(text)
         return _Tok(ids[0] if len(ids) == 1 else None, text)
+
+    def _in_vocab(self, token_id: int) -> bool:
+        """An id the server sent must name a token (a lying server's ids are unknown, not a crash)."""
+        return token_id >= 0 and (self.vocab_size is None or token_id < self.vocab_size)
 
     def parse(self, choice: dict) -> list[_Entry]:
         return _parse_logprobs(choice.get("logprobs"), self.resolve)
