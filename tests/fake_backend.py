@@ -313,6 +313,7 @@ class FakeModelManager:
         self.context_length = context_length
         self.eos_at = eos_at
         self._infos: dict[str, ModelInfo] = {info.key: info for info in CATALOG}
+        self._typed: dict[str, ModelInfo] = {}  # names typed in a page (--allow-any-model), not offered yet
         if extra_failing:
             for key in FAILING:
                 self._infos[key] = ModelInfo(key, key, key, "A model that fails to load (test)", "download")
@@ -331,11 +332,16 @@ class FakeModelManager:
     def default_key(self) -> str:
         return "gpt2"
 
-    def add(self, name: str) -> ModelInfo:
-        """Offer an extra model. Added names load fine unless they start with "no/" (not found on load)."""
-        info = self._infos.get(name) or ModelInfo(name, name, name, "Added on the command line", "download")
+    def add(self, name: str, *, offer: bool = True) -> ModelInfo:
+        """Offer an extra model. Added names load fine unless they start with "no/" (not found on load).
+        `offer=False` (a name typed in a page): known to `load`, listed in the catalog once loaded."""
+        info = self._infos.get(name) or self._typed.get(name) \
+            or ModelInfo(name, name, name, "Added on the command line", "download")
         with self._lock:
-            self._infos.setdefault(name, info)
+            if offer:
+                self._infos.setdefault(name, info)
+            else:
+                self._typed.setdefault(name, info)
         return info
 
     def loaded(self) -> list[FakeModel]:
@@ -348,7 +354,7 @@ class FakeModelManager:
         with self._lock:
             if name in self._models:
                 return self._models[name]
-            info = self._infos.get(name)
+            info = self._infos.get(name) or self._typed.get(name)
         if info is None or name.startswith("no/"):
             raise ModelNotFoundError(f"'{name}' is neither a known model, a Hugging Face model id, "
                                      "nor an existing folder.")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 
 def clean_prompt(text: str | None) -> tuple[str, int]:
     """(text that encodes as UTF-8, number of characters replaced).
@@ -19,3 +22,70 @@ def clean_prompt(text: str | None) -> tuple[str, int]:
     fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     replaced = sum(1 for c in fixed if c == "\ufffd") - text.count("\ufffd")
     return fixed, max(0, replaced)
+
+
+SEED_MODULUS = 2**63  # torch's generator takes at most 64 bits; 63 keep every seed a positive int64
+
+
+def parse_seed(value: object) -> tuple[int | None, str]:
+    """(seed to use or None for random, a note for the user or "").
+
+    The page's number box sends floats, so a 20-digit seed arrives rounded (and torch refuses more
+    than 64 bits): such a seed is reduced modulo 2^63 and the note says which seed is used.
+    Raises ValueError with a sentence for values that are not numbers (inf, nan, text).
+    """
+    if value is None or value == "":
+        return None, ""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("The seed must be a whole number (or blank for a random seed).")
+    try:
+        number = float(value) if not isinstance(value, int) else value
+    except ValueError:
+        raise ValueError("The seed must be a whole number (or blank for a random seed).") from None
+    if isinstance(number, float):
+        if not math.isfinite(number):
+            raise ValueError(f"The seed must be a whole number, not {value} (leave it blank for a random seed).")
+        number = int(number)
+    if 0 <= number < SEED_MODULUS:
+        return number, ""
+    seed = number % SEED_MODULUS
+    return seed, f"The seed {number} is outside 0 … 2^63−1; using {seed} (the seed modulo 2^63)."
+
+
+def parse_max_tokens(value: object, default: int, limit: int) -> tuple[int, str]:
+    """(number of tokens to generate, a note for the user or ""). Blank means `default`; more than
+    `limit` is capped with a note. Raises ValueError with a sentence for inf, nan and text."""
+    if value is None or value == "":
+        return default, ""
+    try:
+        number = float(value) if not isinstance(value, int) else value
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(number, float):
+        if not math.isfinite(number):
+            raise ValueError(f"Max new tokens must be a whole number from 1 to {limit}, not {value}.")
+        number = int(number)
+    if number > limit:
+        return limit, f"At most {limit} new tokens per generation on this server; generating {limit}."
+    return max(1, number), ""
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])(?:~|[A-Za-z]:)?/[^\s'\"`()<>\[\]{},;]*")
+
+
+def public_message(message: str, typed: str, resolved: str | None = None) -> str:
+    """`message` fit for the page: the server's absolute path of a typed model becomes the name the user
+    typed, and any other absolute path (caches, home folders) becomes "…"; the page never learns where
+    things live on the server beyond what the user typed."""
+    if resolved and resolved != typed:
+        message = message.replace(resolved, typed)
+
+    def hide(match: re.Match) -> str:
+        path = match.group(0)
+        tail = path[len(path.rstrip(".:")):]  # sentence punctuation after the path stays
+        path = path[:len(path) - len(tail)]
+        if typed and (path == typed or path.startswith(typed.rstrip("/") + "/")):
+            return path + tail
+        return "…" + tail
+
+    return _ABSOLUTE_PATH.sub(hide, message)

@@ -135,13 +135,17 @@ class ModelManager:
         return self.remote is not None and self.remote.has((name or "").strip())
 
     # --------------------------------------------------------------- catalog
-    def add(self, name: str) -> ModelInfo:
-        """Offer an extra model (hub id or local folder); returns its catalog entry."""
+    def add(self, name: str, *, offer: bool = True) -> ModelInfo:
+        """Offer an extra model (hub id or local folder); returns its catalog entry.
+
+        `offer=False` only checks the name: a name typed in a page joins everyone's catalog once it has
+        loaded, so failed names and odd folders never show up in other tabs."""
         if self._remote_key(name):
             return self.remote.info(name.strip())  # type: ignore[union-attr]
         spec = self.resolve(name)
-        with self._lock:
-            self._specs.setdefault(spec.key, spec)
+        if offer:
+            with self._lock:
+                self._specs.setdefault(spec.key, spec)
         return self._info(spec)
 
     def catalog(self) -> list[ModelInfo]:
@@ -172,7 +176,10 @@ class ModelManager:
                     return spec
         folder = Path(name).expanduser()
         if folder.is_dir():
-            return ModelSpec(name, folder.name or name, str(folder.resolve()), f"Local folder {folder.resolve()}")
+            if not (folder / "config.json").is_file():  # e.g. /etc: say so before anyone tries to load it
+                raise ModelNotFoundError(f"The folder '{name}' is not a model folder (it has no config.json).")
+            # the description names the folder as given: pages never see the server's absolute paths
+            return ModelSpec(name, folder.name or name, str(folder.resolve()), f"Local folder {name}")
         if looks_like_path(name):
             raise ModelNotFoundError(f"The folder '{name}' does not exist.")
         check_hub_id(name)

@@ -21,7 +21,7 @@ from ..engine.errors import ContextFullError, TokvizError
 from ..engine.export import from_json, to_json
 from ..export_html import render_html
 from ..engine.types import TokenStep
-from ..inputs import clean_prompt
+from ..inputs import clean_prompt, parse_max_tokens, parse_seed, public_message
 from ..service import ModelService
 from ..state import TabState
 from .controls import GenerationControls, ModelPicker
@@ -90,6 +90,7 @@ class TabController:
         key = state.model_key
         if state.loading or not key:
             return
+        offered = key in {info.key for info in self.service.catalog()}
         key = self._permitted(key)
         if key is None:
             return
@@ -106,6 +107,8 @@ class TabController:
                 raise
             except Exception as error:  # every failure becomes a message on the page
                 message = load_error_message(error, key)
+                if self.settings.allow_any_model:  # never show the server's own paths
+                    message = public_message(message, key, self._folder(key))
                 if not isinstance(error, TokvizError):
                     log.warning("loading %s failed", key, exc_info=error)
                 state.error = message
@@ -119,6 +122,11 @@ class TabController:
                 state.loading = False
                 if not state.closed:
                     self.refresh()
+        if not offered:  # a typed name joins everyone's catalog only once it has loaded
+            try:
+                self.service.manager.add(key)
+            except TokvizError:
+                pass
         if state.closed:
             return
         self.picker.hide_progress()
@@ -133,12 +141,12 @@ class TabController:
         if not self.settings.allow_any_model:
             message = f"'{key}' is not one of the models offered here (the server does not allow other models)."
         else:
-            try:
-                info = self.service.manager.add(key)  # cheap: a name check or a folder lookup, no download
+            try:  # cheap: a name check or a folder lookup, no download; offered to all once it loads
+                info = self.service.manager.add(key, offer=False)
             except TokvizError as error:
-                message = str(error)
+                message = public_message(str(error), key, self._folder(key))
             else:
-                self.picker.refresh_catalog(self.service.catalog())
+                self.picker.refresh_catalog([*self.service.catalog(), info])  # this tab's list only
                 self.picker.select.set_value(info.key)
                 self.state.model_key = info.key
                 return info.key
@@ -146,6 +154,16 @@ class TabController:
         self.picker.set_status(message, error=True)
         ui.notify(message, type="negative", multi_line=True)
         return None
+
+    @staticmethod
+    def _folder(name: str) -> str | None:
+        """The absolute path a typed folder name resolves to (to hide it from messages), else None."""
+        try:
+            from pathlib import Path
+
+            return str(Path(name.strip()).expanduser().resolve())
+        except (OSError, RuntimeError, ValueError):
+            return None
 
     def _on_progress(self, fraction: float | None, message: str) -> None:
         """Progress from the loading thread, delivered on the event loop by the service."""
@@ -176,15 +194,30 @@ class TabController:
         self._start_generation(1)
 
     def generate_to_end(self) -> None:
+        if self.state.busy:
+            return
         try:
-            n = int(self.controls.max_tokens.value or self.settings.default_max_tokens)
-        except (TypeError, ValueError):
-            n = self.settings.default_max_tokens
-        limit = self.settings.max_tokens_limit
-        if n > limit and not self.state.busy:
-            ui.notify(f"At most {limit} new tokens per generation on this server; generating {limit}.",
-                      type="warning")
-        self._start_generation(max(1, min(n, limit)))
+            n, note = parse_max_tokens(self.controls.max_tokens.value, self.settings.default_max_tokens,
+                                       self.settings.max_tokens_limit)
+        except ValueError as error:  # inf, nan: say so, generate nothing
+            ui.notify(str(error), type="negative")
+            return
+        if note:
+            ui.notify(note, type="warning")
+        self._start_generation(n)
+
+    def _check_seed(self) -> bool:
+        """The seed box holds a usable seed (a huge one is reduced, and the box shows the one used)."""
+        try:
+            seed, note = parse_seed(self.controls.seed.value)
+        except ValueError as error:
+            ui.notify(str(error), type="negative")
+            return False
+        if note:
+            ui.notify(note, type="warning")
+            self.controls.seed.set_value(seed)
+        self.state.seed = seed
+        return True
 
     def _start_generation(self, n: int) -> None:
         state = self.state
@@ -192,6 +225,8 @@ class TabController:
             return
         if state.model is None:
             ui.notify("Initialize a model first.", type="warning")
+            return
+        if not self._check_seed():
             return
         state.busy = state.generating = True  # before any await: a second click is ignored
         state.epoch += 1
@@ -247,9 +282,9 @@ class TabController:
                     self._show_perplexity()
                     background_tasks.create(self.refresh_branches(), name="tokviz branches")
 
-    async def _ensure_session(self) -> Any:
-        """The tab's session for the prompt as it reads now (a new prompt starts a new session)."""
-        state = self.state
+    def _checked_prompt(self) -> str | None:
+        """The prompt box's text as the model may read it, or None (with a message) when it is refused.
+        Generate and Score text share these checks."""
         prompt, replaced = clean_prompt(self.controls.prompt.value)
         if len(prompt) > self.settings.max_prompt_chars:
             self._notify(f"The prompt is {len(prompt):,} characters long; this server takes at most "
@@ -258,6 +293,14 @@ class TabController:
         if replaced:
             self._notify(f"The prompt held {replaced} invalid character{'s' if replaced != 1 else ''} "
                          "(unpaired surrogates); each was replaced by �.", "warning")
+        return prompt
+
+    async def _ensure_session(self) -> Any:
+        """The tab's session for the prompt as it reads now (a new prompt starts a new session)."""
+        state = self.state
+        prompt = self._checked_prompt()
+        if prompt is None:
+            return None
         handle = state.handle
         if handle is not None and handle.session is not None and not handle.closed \
                 and handle.model is state.model and handle.prompt == prompt:
@@ -510,9 +553,14 @@ class TabController:
         if state.model is None:
             ui.notify("Initialize a model first.", type="warning")
             return
-        text = self.controls.prompt.value or ""
-        if not text:
+        if not self.controls.prompt.value:
             ui.notify("Paste some text into the prompt box first.", type="warning")
+            return
+        if not self._check_seed():
+            return
+        text = self._checked_prompt()
+        if text is None:
+            self.controls.status.set_text("not scored: the text is too long")
             return
         self._cancel()
         self._drop_session()
@@ -524,8 +572,15 @@ class TabController:
         self.controls.status.set_text("scoring…")
         try:
             handle = await self.service.score_text(state.model, text, state.sampling_params())
-        except TokvizError as error:
-            self._notify(str(error), "negative")
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the status must never stay on "scoring…"
+            message = str(error) if isinstance(error, TokvizError) else f"Scoring failed: {type(error).__name__}: {error}"
+            if not isinstance(error, TokvizError):
+                log.warning("scoring failed", exc_info=error)
+            self._notify(message, "negative")
+            if state.epoch == epoch and not state.closed:
+                self.controls.status.set_text(f"not scored: {message}")
             return
         finally:
             if state.epoch == epoch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -87,6 +88,25 @@ class ModelPicker:
         self.status.classes(replace="tv-status tv-error" if error else "tv-status")
 
 
+class NumberBox(ui.number):
+    """ui.number that survives inf and nan (typed as 1e999, or sent by a crafted event): NiceGUI's own
+    conversion raises on them, a traceback and no message. They are kept, and the flows that read the
+    value say what is wrong."""
+
+    def _event_args_to_value(self, e: Any) -> float | None:
+        try:
+            return super()._event_args_to_value(e)
+        except ValueError:  # text that is no number
+            return math.nan
+
+    def _value_to_model_value(self, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        if value is not None and self.format is None:  # NiceGUI compares with the old value via int(): no
+            return str(int(value)) if float(value) == int(value) else str(value)
+        return super()._value_to_model_value(value)
+
+
 class GenerationControls:
     def __init__(self, *, prompt: str, max_tokens: int, max_limit: int, on_next: Callable[[], Any],
                  on_end: Callable[[], Any], on_stop: Callable[[], Any], on_reset: Callable[[], Any]) -> None:
@@ -102,17 +122,17 @@ class GenerationControls:
                     .props("no-caps").mark("Stop", "stop")
                 self.reset = ui.button("Reset", on_click=on_reset).props("outline no-caps") \
                     .mark("Reset", "reset")
-                self.max_tokens = ui.number("Max new tokens", value=max_tokens, min=1, max=max_limit, step=1,
+                self.max_tokens = NumberBox("Max new tokens", value=max_tokens, min=1, max=max_limit, step=1,
                                             precision=0).classes("tv-max-tokens").mark("max-tokens")
             with ui.expansion("Sampling", icon="tune").classes("w-full tv-sampling").mark("sampling"):
                 with ui.row().classes("items-center gap-3"):
-                    self.temperature = ui.number("Temperature", value=1.0, min=0, max=5, step=0.1,
+                    self.temperature = NumberBox("Temperature", value=1.0, min=0, max=5, step=0.1,
                                                  format="%.2f").classes("tv-num").mark("temperature")
-                    self.top_k = ui.number("Top-k (0 = off)", value=0, min=0, step=1, precision=0) \
+                    self.top_k = NumberBox("Top-k (0 = off)", value=0, min=0, step=1, precision=0) \
                         .classes("tv-num").mark("top-k")
-                    self.top_p = ui.number("Top-p", value=1.0, min=0.01, max=1.0, step=0.05, format="%.2f") \
+                    self.top_p = NumberBox("Top-p", value=1.0, min=0.01, max=1.0, step=0.05, format="%.2f") \
                         .classes("tv-num").mark("top-p")
-                    self.seed = ui.number("Seed (blank = random)", value=None, min=0, step=1, precision=0) \
+                    self.seed = NumberBox("Seed (blank = random)", value=None, min=0, step=1, precision=0) \
                         .classes("tv-num").mark("seed")
                     self.greedy = ui.switch("Greedy").mark("greedy")
                 ui.label("Colours always show the model's own probability (temperature 1); the details panel "

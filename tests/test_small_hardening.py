@@ -1,0 +1,141 @@
+"""Issue 11, item 7 ("smaller, all real"): odd seeds and token counts, Score text's checks, typed model
+names under --allow-any-model, the bundled model's cache, and the server's start (port, host, memory)."""
+
+from __future__ import annotations
+
+import pytest
+from nicegui.testing import User
+
+from tests.test_bad_input import notifications, ready, set_prompt, status
+from tests.ui_helpers import chips, idle, wait_until
+from tokviz_app.config import Settings
+
+
+@pytest.fixture
+def real_page(tokviz_page, engine_manager, tiny_model_path):
+    def register(**settings):
+        return tokviz_page(manager=engine_manager, settings=Settings(models=[str(tiny_model_path)], **settings))
+
+    return register
+
+
+def gen_status(user: User) -> str:
+    return user.find(marker="gen-status").elements.pop().text
+
+
+# ------------------------------------------------------------------------------------ seeds and counts
+async def test_a_twenty_digit_seed_is_reduced_and_said(user: User, real_page) -> None:
+    seen = notifications(user)
+    c = await ready(user, real_page())
+    user.find(marker="seed").trigger("update:modelValue", "99999999999999999999")  # typed in the browser
+    set_prompt(user, "Hello")
+    user.find("Generate Next Token").click()
+    await idle(c, 30)
+    assert len(chips(user)) == 1 and c.state.finish_reason != "error", seen
+    assert any("using 7766279631452241920 (the seed modulo 2^63)" in m for m in seen), seen
+    assert user.find(marker="seed").elements.pop().value == 7766279631452241920, "the box shows the seed used"
+    assert c.state.handle.params.seed == 7766279631452241920
+
+
+@pytest.mark.parametrize("value", ["1e999", "-1e999", "nan", "inf"])
+async def test_max_tokens_inf_or_nan_gets_a_message(user: User, real_page, value) -> None:
+    seen = notifications(user)
+    c = await ready(user, real_page())
+    user.find(marker="max-tokens").trigger("update:modelValue", value)
+    set_prompt(user, "Hello")
+    user.find("Generate to End").click()
+    await idle(c, 30)
+    assert chips(user) == [] and c.state.handle is None, "nothing generated"
+    assert any("Max new tokens must be a whole number from 1 to 1024" in m for m in seen), seen
+    user.find(marker="max-tokens").trigger("update:modelValue", "3")
+    user.find("Generate to End").click()
+    await idle(c, 30)
+    assert len(chips(user)) == 3, "the tab stays usable"
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+async def test_seed_inf_or_nan_gets_a_message(user: User, real_page, value) -> None:
+    seen = notifications(user)
+    c = await ready(user, real_page())
+    user.find(marker="seed").trigger("update:modelValue", value)
+    set_prompt(user, "Hello")
+    user.find("Generate Next Token").click()
+    await idle(c, 30)
+    assert chips(user) == [] and any("The seed must be a whole number" in m for m in seen), seen
+
+
+async def test_a_top_k_of_nan_is_no_traceback(user: User, real_page) -> None:
+    c = await ready(user, real_page())
+    for marker in ("top-k", "temperature", "top-p"):
+        user.find(marker=marker).trigger("update:modelValue", "nan")
+    set_prompt(user, "Hello")
+    user.find("Generate Next Token").click()
+    await idle(c, 30)
+    assert len(chips(user)) == 1
+
+
+# ------------------------------------------------------------------------------------------ Score text
+async def test_score_text_applies_the_prompt_length_check(user: User, real_page) -> None:
+    seen = notifications(user)
+    c = await ready(user, real_page(max_prompt_chars=100))
+    set_prompt(user, "word " * 40)  # 200 characters
+    user.find("Score text").click()
+    await user.should_see(content="not scored")
+    assert any("this server takes at most 100" in m for m in seen), seen
+    assert chips(user) == [] and c.state.handle is None and not c.state.busy
+
+
+async def test_score_text_error_leaves_scoring_and_shows_it(user: User, real_page) -> None:
+    seen = notifications(user)
+    c = await ready(user, real_page())
+    set_prompt(user, "fox " * 400)  # beyond the tiny model's 256-token window
+    user.find("Score text").click()
+    await wait_until(lambda: gen_status(user) not in ("", "scoring…") and not c.state.busy, 30, "scoring to end")
+    assert "not scored" in gen_status(user) and "reads at most 256 tokens" in gen_status(user)
+    assert any("reads at most 256 tokens" in m for m in seen), seen
+    set_prompt(user, "fox \ud83d jumps")  # half an emoji: replaced, said, scored
+    user.find("Score text").click()
+    await wait_until(lambda: "tokens scored" in gen_status(user) and not c.state.busy, 30, "scoring to end")
+    assert "tokens scored" in gen_status(user) and chips(user)
+    assert any("1 invalid character" in m for m in seen), seen
+
+
+# ---------------------------------------------------------------------------- --allow-any-model names
+async def test_typed_models_join_the_catalog_only_once_loaded_and_paths_stay_hidden(
+        user: User, create_user, real_page, tiny_model_path, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    app = real_page(allow_any_model=True)
+    await user.open("/")
+    c = app.controllers[0]
+    before = {info.key for info in app.service.catalog()}
+    select = user.find(marker="model-select")
+
+    def typed(name: str) -> None:
+        select.trigger("update:modelValue", name)  # typed + Enter
+        user.find("Initialize Model").click()
+
+    typed("/etc")
+    await user.should_see(content="The folder '/etc' is not a model folder (it has no config.json).")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    typed("broken")
+    await wait_until(lambda: "broken" in c.state.error and not c.state.loading, 60, "the broken folder to fail")
+    message = status(user)
+    assert "broken" in message and str(tmp_path) not in message, message
+    typed("/nonexistent/tokviz-model")
+    await user.should_see(content="The folder '/nonexistent/tokviz-model' does not exist.")
+    assert {info.key for info in app.service.catalog()} == before, "failed names are not offered to others"
+
+    shutil.copytree(tiny_model_path, tmp_path / "good")
+    typed("good")
+    await wait_until(lambda: c.state.model is not None, 60, "the typed folder to load")
+    assert {info.key for info in app.service.catalog()} == before | {"good"}, "a loaded name is offered"
+    description = user.find(marker="model-description").elements.pop().text
+    assert str(tmp_path) not in description and "good" in description, description
+    other: User = create_user()
+    await other.open("/")
+    options = other.find(marker="model-select").elements.pop().options
+    assert "good" in options and "broken" not in options and "/etc" not in options
