@@ -79,13 +79,14 @@ def build_page(service: ModelService, settings: Settings) -> TabController:
 
 
 def _follow_catalog(c: TabController, service: ModelService) -> None:
-    """Servers are asked in the background (the page never waits for one); swap their "connecting…"
-    entries for their models, or "unreachable", once every server has answered."""
+    """Servers are asked in the background (the page never waits for one); swap each "connecting…"
+    entry for that server's models, or "unreachable", as its answer arrives."""
     def check() -> None:
         catalog = service.catalog()
+        if [(i.key, i.label) for i in catalog] != [(i.key, i.label) for i in c.picker.infos.values()]:
+            c.picker.refresh_catalog(catalog)
         if not any(info.extra.get("pending") for info in catalog):
             timer.cancel()
-            c.picker.refresh_catalog(catalog)
 
     timer = ui.timer(0.5, check)
 
