@@ -9,8 +9,10 @@ loads take about a second.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -45,9 +47,36 @@ def converted_folder() -> Path:
     return cache_root() / "models" / CACHE_NAME
 
 
-def is_converted() -> bool:
-    folder = converted_folder()
-    return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+REQUIRED = ("config.json", "model.safetensors", "tokenizer_config.json")
+
+
+def is_converted(folder: Path | None = None) -> bool:
+    """The folder holds a complete conversion: parseable config, a tokenizer, and a safetensors file whose
+    header parses and whose size is exactly what the header says (a cut-off copy fails forever otherwise)."""
+    folder = converted_folder() if folder is None else folder
+    try:
+        if not all((folder / name).is_file() for name in REQUIRED):
+            return False
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if not ((folder / "tokenizer.json").is_file() or (folder / "tokenizer.model").is_file()):
+            return False
+        return _safetensors_complete(folder / "model.safetensors")
+    except (OSError, ValueError):
+        return False
+
+
+def _safetensors_complete(path: Path) -> bool:
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 8:
+            return False
+        n = struct.unpack("<Q", head)[0]
+        if n > size - 8:
+            return False
+        header = json.loads(f.read(n))
+    ends = [info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"]
+    return bool(ends) and 8 + n + max(ends) == size
 
 
 def ensure_converted(progress: Callable[[float | None, str], None] | None = None) -> Path | tuple:
@@ -78,10 +107,25 @@ def ensure_converted(progress: Callable[[float | None, str], None] | None = None
         staging = Path(tempfile.mkdtemp(prefix=CACHE_NAME + ".", dir=target.parent))
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if target.exists():  # another process won the race
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
-            staging.rename(target)
-        return target
+        return _publish(staging, target)
     except OSError:
         return model, tokenizer
+
+
+def _publish(staging: Path, target: Path) -> Path:
+    """Move a complete conversion into place. A broken folder already there (cut-off copy, missing
+    config) is moved aside first: otherwise every load would convert again and then fail on it."""
+    if is_converted(target):  # another process won the race
+        shutil.rmtree(staging, ignore_errors=True)
+        return target
+    if target.exists():
+        broken = Path(tempfile.mkdtemp(prefix=CACHE_NAME + ".broken.", dir=target.parent))
+        target.rename(broken / "old")  # a rename, so no reader sees a half-deleted folder
+        shutil.rmtree(broken, ignore_errors=True)
+    try:
+        staging.rename(target)
+    except OSError:
+        if not is_converted(target):  # not a lost race: report it
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
