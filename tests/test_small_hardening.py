@@ -139,3 +139,76 @@ async def test_typed_models_join_the_catalog_only_once_loaded_and_paths_stay_hid
     await other.open("/")
     options = other.find(marker="model-select").elements.pop().options
     assert "good" in options and "broken" not in options and "/etc" not in options
+
+
+# ------------------------------------------------------------------------- the bundled model's cache
+def fake_conversion(folder, *, tensors: int = 3):
+    """A cache folder laid out like a conversion (config, tokenizer files, a real safetensors file)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (folder / "tokenizer_config.json").write_text("{}")
+    (folder / "tokenizer.json").write_text("{}")
+    save_file({f"w{i}": torch.arange(1000, dtype=torch.float32) for i in range(tensors)},
+              str(folder / "model.safetensors"))
+    return folder
+
+
+def test_a_cut_off_or_incomplete_cache_is_not_taken_for_a_conversion(tmp_path) -> None:
+    from tokviz_app.engine import bundled
+
+    good = fake_conversion(tmp_path / "good")
+    assert bundled.is_converted(good)
+    cut = fake_conversion(tmp_path / "cut")
+    data = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(data[: len(data) - 100])  # a copy cut short (disk full, kill)
+    assert not bundled.is_converted(cut)
+    (cut / "model.safetensors").write_bytes(data[:20])  # even the header is cut
+    assert not bundled.is_converted(cut)
+    no_config = fake_conversion(tmp_path / "no-config")
+    (no_config / "config.json").unlink()
+    assert not bundled.is_converted(no_config)
+    bad_config = fake_conversion(tmp_path / "bad-config")
+    (bad_config / "config.json").write_text('{"model_type": ')
+    assert not bundled.is_converted(bad_config)
+
+
+@pytest.mark.parametrize("damage", ["cut", "no-config"])
+def test_a_new_conversion_replaces_a_broken_cache(tmp_path, damage) -> None:
+    """Before: a folder without config.json was converted again on every click and the new conversion
+    thrown away ("another process won"); a cut-off file was used (and failed) forever."""
+    from tokviz_app.engine import bundled
+
+    target = fake_conversion(tmp_path / "models" / "target", tensors=2)
+    if damage == "cut":
+        data = (target / "model.safetensors").read_bytes()
+        (target / "model.safetensors").write_bytes(data[:-7])
+    else:
+        (target / "config.json").unlink()
+    staging = fake_conversion(tmp_path / "models" / "staging", tensors=3)
+    assert bundled._publish(staging, target) == target
+    assert bundled.is_converted(target) and not staging.exists()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["target"], "nothing left behind"
+    again = fake_conversion(tmp_path / "models" / "again", tensors=1)
+    bundled._publish(again, target)  # a complete cache stays: the later conversion is dropped
+    assert not again.exists() and bundled.is_converted(target)
+    from safetensors import safe_open
+
+    with safe_open(str(target / "model.safetensors"), "pt") as f:
+        assert len(list(f.keys())) == 3
+
+
+@pytest.mark.slow
+def test_the_real_bundled_model_recovers_from_a_cut_off_cache(tmp_path, monkeypatch) -> None:
+    from tokviz_app.engine import bundled
+
+    monkeypatch.setenv("TOKVIZ_CACHE_DIR", str(tmp_path))
+    target = fake_conversion(bundled.converted_folder())
+    data = (target / "model.safetensors").read_bytes()
+    (target / "model.safetensors").write_bytes(data[:-1])
+    assert bundled.ensure_converted() == target  # converts again (~20 s), replacing the cut-off copy
+    assert bundled.is_converted(target) and (target / "model.safetensors").stat().st_size > 100_000_000
