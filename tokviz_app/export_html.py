@@ -1,7 +1,8 @@
 """A session as one self-contained HTML file: coloured tokens with hover details, no server, no scripts.
 
 Pure Python (no torch, no NiceGUI); colours come from `ui/colors.py` so the file matches the page.
-Every piece of text is escaped with `html.escape`.
+Every value written into the page goes through `_e` (html.escape, quotes included), numbers too: an imported
+snapshot is checked by the schema, but the page must stay inert even for a snapshot that was not.
 """
 
 from __future__ import annotations
@@ -14,12 +15,23 @@ from .ui.colors import LEVELS, MODE_LABELS, MODES, PALETTES, level
 _SPACE = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
 
 
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value, spec: str) -> str:
+    """A number in `spec` format; None as a dash; anything else as its (escaped-later) text, never an error."""
+    if value is None:
+        return "–"
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def _visible(text: str) -> str:
-    return "∅" if text == "" else "".join(_SPACE.get(ch, ch) for ch in text)
+    return "∅" if text == "" else "".join(_SPACE.get(ch, ch) for ch in str(text))
 
 
 def _pct(prob: float | None) -> str:
-    return "–" if prob is None else f"{prob * 100:.2f}%"
+    return "–" if prob is None else _num(prob * 100, ".2f") + "%" if isinstance(prob, (int, float)) else str(prob)
 
 
 def _title(step) -> str:
@@ -27,9 +39,10 @@ def _title(step) -> str:
     if step.prob is None:
         lines.append("first token: no prediction")
     else:
-        lines += [f"probability {_pct(step.prob)} (sampling {_pct(step.sampled_prob)})", f"rank {step.rank}",
-                  f"log-prob {step.logprob:.4f}", f"surprisal {step.surprisal:.2f} bits",
-                  f"entropy {step.entropy:.2f} bits"]
+        surprisal = step.surprisal if isinstance(step.logprob, (int, float)) else None
+        lines += [f"probability {_pct(step.prob)} (sampling {_pct(step.sampled_prob)})",
+                  f"rank {_num(step.rank, '')}", f"log-prob {_num(step.logprob, '.4f')}",
+                  f"surprisal {_num(surprisal, '.2f')} bits", f"entropy {_num(step.entropy, '.2f')} bits"]
         if step.alternatives:
             lines.append("top: " + ", ".join(f"{a.text!r} {_pct(a.prob)}" for a in step.alternatives[:5]))
     return "\n".join(lines)
@@ -49,29 +62,30 @@ def render_html(snapshot: SessionSnapshot, *, mode: str = "prob", palette: str =
     for name, (bg, accent) in colors.items():
         css.append(f".c-{name}{{background:{bg};border-bottom-color:{accent}}}")
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>tokviz – {html.escape(snapshot.model.get('label', ''))}</title>",
+           f"<title>tokviz – {_e(snapshot.model.get('label') or '')}</title>",
            f"<style>{''.join(css)}</style></head><body>",
-           f"<h1>tokviz session</h1><p>Model: <b>{html.escape(str(snapshot.model.get('label', '')))}</b> · "
-           f"colour: {html.escape(MODES[mode])} · branch {branch.id} of {len(snapshot.branches)}</p>",
+           f"<h1>tokviz session</h1><p>Model: <b>{_e(snapshot.model.get('label') or '')}</b> · "
+           f"colour: {_e(MODES[mode])} · branch {_e(branch.id)} of {len(snapshot.branches)}</p>",
            '<div class="lg">']
     for name, label in zip(LEVELS, MODE_LABELS[mode]):
-        out.append(f'<span><span class="sw c-{name}"></span>{html.escape(label)}</span>')
+        out.append(f'<span><span class="sw c-{_e(name)}"></span>{_e(label)}</span>')
     out.append('</div><div class="t">')
     for kind, steps in (("pr", snapshot.prompt_tokens), ("g", branch.tokens)):
         for step in steps:
-            attrs = f'data-prob="{step.prob:.6f}"' if step.prob is not None else 'data-prob=""'
+            attrs = f'data-prob="{_e(_num(step.prob, ".6f")) if step.prob is not None else ""}"'
             if kind == "g":
-                attrs += f' data-position="{step.position}"'
-            out.append(f'<span class="k {kind} c-{level(step, mode) or "none"}" {attrs} '
-                       f'title="{html.escape(_title(step), quote=True)}">{html.escape(_visible(step.text))}</span>'
-                       + "<br>" * step.text.count("\n"))
+                attrs += f' data-position="{_e(step.position)}"'
+            out.append(f'<span class="k {kind} c-{_e(level(step, mode) or "none")}" {attrs} '
+                       f'title="{_e(_title(step))}">{_e(_visible(step.text))}</span>'
+                       + "<br>" * str(step.text).count("\n"))
     out.append("</div><h2>Branches</h2><table><tr><th>branch</th><th>split at</th><th>tokens</th>"
                "<th>log-prob</th><th>perplexity</th></tr>")
     for b in snapshot.branches:
-        ppl = "–" if b.perplexity is None else f"{b.perplexity:.3f}"
-        out.append(f"<tr><td>{b.id}{' (shown)' if b is branch else ''}</td><td>{b.split}</td><td>{len(b.tokens)}</td>"
-                   f"<td>{b.logprob:.3f}</td><td>{ppl}</td></tr>")
+        out.append(f"<tr><td>{_e(b.id)}{' (shown)' if b is branch else ''}</td><td>{_e(b.split)}</td>"
+                   f"<td>{len(b.tokens)}</td><td>{_e(_num(b.logprob, '.3f'))}</td>"
+                   f"<td>{_e(_num(b.perplexity, '.3f'))}</td></tr>")
     s = snapshot.settings
-    out.append(f"</table><p>Settings: temperature {s.temperature:g}, top-k {s.top_k}, top-p {s.top_p:g}, "
-               f"seed {s.seed}, greedy {s.greedy}. Hover a token for its numbers.</p></body></html>")
+    out.append(f"</table><p>Settings: temperature {_e(_num(s.temperature, 'g'))}, top-k {_e(s.top_k)}, "
+               f"top-p {_e(_num(s.top_p, 'g'))}, seed {_e(s.seed)}, greedy {_e(s.greedy)}. "
+               "Hover a token for its numbers.</p></body></html>")
     return "\n".join(out)

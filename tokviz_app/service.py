@@ -184,15 +184,25 @@ class ModelService:
 
         return await self._call(work)
 
+    async def read_snapshot(self, data: str | bytes) -> Any:
+        """Parse and check an imported file in a worker thread: 16 MB take seconds of pure Python."""
+        from .engine.export import from_json
+
+        return await self._call(from_json, data)
+
     async def restore(self, model: Any, snapshot: Any) -> SessionHandle:
-        """A live session from an imported snapshot, without re-scoring."""
+        """A live session from an imported snapshot, without re-scoring. An ImportFormatError (ids outside the
+        vocabulary, more tokens than the context) comes before any session is made."""
+        from .engine.export import check_fits
+
         handle = SessionHandle(model=model, prompt=snapshot.prompt, params=snapshot.settings)
 
         def work() -> SessionHandle:
+            check_fits(snapshot, model)
             handle.session = model.restore(snapshot)
             return handle
 
-        return await self._call(work)
+        return await self._infer(work)
 
     async def score_text(self, model: Any, text: str, params: SamplingParams) -> SessionHandle:
         """Score every token of `text`, then continue as a session whose generated tokens are that text

@@ -27,3 +27,7 @@ class ContextFullError(TokvizError):
 
 class PositionError(TokvizError):
     pass
+
+
+class ImportFormatError(TokvizError):
+    """An imported session file is not a valid tokviz export (or does not fit the model)."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from .errors import TokvizError
+from .snapshot_schema import FORMAT, MAX_IMPORT_BYTES, MAX_IMPORT_TOKENS, VERSION, check_fits, load, too_big
 from .types import Alternative, Branch, SamplingParams, TokenStep
 
-FORMAT = "tokviz-session"
-VERSION = 1
+__all__ = ["FORMAT", "MAX_IMPORT_BYTES", "MAX_IMPORT_TOKENS", "VERSION", "SessionSnapshot", "check_fits", "from_json",
+           "snapshot_of", "step_from_dict", "step_to_dict", "to_dict", "to_json", "too_big"]
 
 
 @dataclass
@@ -84,30 +84,20 @@ def to_json(snapshot: SessionSnapshot) -> str:
 
 
 def from_json(text: str | bytes) -> SessionSnapshot:
-    """Parse an exported session. Raises TokvizError with a readable reason on bad input."""
-    try:
-        data = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise TokvizError(f"This file is not valid JSON: {error}") from error
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise TokvizError("This JSON is not a tokviz session export.")
-    if data.get("version") != VERSION:
-        raise TokvizError(f"Unsupported tokviz session version {data.get('version')!r} (expected {VERSION}).")
-    try:
-        branches = [Branch(int(b["id"]), [step_from_dict(t) for t in b["tokens"]], b.get("parent"), int(b["split"]))
-                    for b in data["branches"]]
-        snapshot = SessionSnapshot(
-            model=dict(data["model"]),
-            settings=SamplingParams(**data["settings"]),
-            prompt=str(data["prompt"]),
-            prompt_ids=[int(i) for i in data["prompt_ids"]],
-            prompt_tokens=[step_from_dict(t) for t in data["prompt_tokens"]],
-            branches=branches,
-            active=int(data["active"]),
-            extra=dict(data.get("extra", {})),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise TokvizError(f"This tokviz session file is incomplete or damaged ({error}).") from error
-    if not branches or not 0 <= snapshot.active < len(branches) or not snapshot.prompt_ids:
-        raise TokvizError("This tokviz session file has no usable branches or prompt.")
-    return snapshot
+    """Parse an exported session against the strict schema (`snapshot_schema`).
+
+    Raises ImportFormatError (a TokvizError) with one sentence on any bad input; slow for big files, so the
+    page runs it in a worker thread (`ModelService.read_snapshot`).
+    """
+    doc = load(text)
+
+    def steps(items: list[dict]) -> list[TokenStep]:
+        return [TokenStep(**{**t, "alternatives": tuple(Alternative(**a) for a in t["alternatives"]),
+                             "sampling": SamplingParams(**t["sampling"]) if t["sampling"] else None}) for t in items]
+
+    return SessionSnapshot(
+        model=doc["model"], settings=SamplingParams(**doc["settings"]), prompt=doc["prompt"],
+        prompt_ids=doc["prompt_ids"], prompt_tokens=steps(doc["prompt_tokens"]),
+        branches=[Branch(b["id"], steps(b["tokens"]), b["parent"], b["split"]) for b in doc["branches"]],
+        active=doc["active"], extra=doc["extra"],
+    )

@@ -17,8 +17,8 @@ from nicegui import background_tasks, ui
 from nicegui.element import Element
 
 from ..config import Settings
-from ..engine.errors import ContextFullError, TokvizError
-from ..engine.export import from_json, to_json
+from ..engine.errors import ContextFullError, ImportFormatError, TokvizError
+from ..engine.export import MAX_IMPORT_BYTES, to_json, too_big
 from ..export_html import render_html
 from ..engine.types import TokenStep
 from ..inputs import clean_prompt, parse_max_tokens, parse_seed, public_message
@@ -640,34 +640,43 @@ class TabController:
     def download(content: bytes, filename: str, media_type: str) -> None:
         ui.download.content(content, filename, media_type)
 
+    async def import_file(self, file: Any) -> None:
+        """An uploaded file (NiceGUI FileUpload): refused by its size before it is read into memory."""
+        if file.size() > MAX_IMPORT_BYTES:
+            self._notify(str(too_big(file.size())), "negative")
+            return
+        await self.import_json(await file.read())
+
     async def import_json(self, text: str | bytes) -> None:
-        """Show an exported session: live (the model is loaded) or read-only until it is."""
+        """Show an exported session: live (the model is loaded) or read-only until it is.
+
+        The file is parsed and checked in a worker thread; the tab keeps its current session (and view)
+        until the new one is valid and, for a loaded model, restored."""
         state = self.state
         try:
-            snapshot = from_json(text)
+            snapshot = await self.service.read_snapshot(text)
         except TokvizError as error:
             self._notify(str(error), "negative")
+            return
+        if state.closed:
             return
         if state.generating:
             self.stop()
         if state.busy:
             return
-        self._cancel()
-        self._drop_session()
-        self._clear_view()
-        self.controls.prompt.set_value(snapshot.prompt)
-        self._set_sampling(snapshot.settings)
         key = snapshot.model.get("key")
         model = state.model if state.model is not None and state.model.key == key else \
             (self.service.loaded_model(key) if key else None)
+        handle = None
         if model is not None:
-            if model is not state.model:
-                self._attach(model)
             state.busy = True
             self.refresh()
             try:
                 handle = await self.service.restore(model, snapshot)
-            except TokvizError as error:
+            except ImportFormatError as error:  # not this model's ids or context: keep what the tab has
+                self._notify(str(error), "negative")
+                return
+            except TokvizError as error:  # the model could not take it now: show it read-only
                 self._notify(str(error), "negative")
                 model = None
             finally:
@@ -675,25 +684,59 @@ class TabController:
                 if not state.closed:
                     self.refresh()
         if state.closed:
+            if handle is not None:
+                self._drop_session(handle)
             return
+        self._cancel()
+        self._drop_session()
+        self._clear_view()
+        if model is not None and model is not state.model:
+            self._attach(model)
+        self.controls.prompt.set_value(snapshot.prompt)
+        self._set_sampling(snapshot.settings)
         if model is not None:
             state.handle, state.prompt = handle, snapshot.prompt
-            self._show_session(handle)
+            state.prompt_tokens, state.tokens = handle.prompt_tokens, list(handle.session.tokens)
+        else:
+            self.imported = snapshot  # read-only until its model is initialized
+            state.prompt_tokens, state.tokens = list(snapshot.prompt_tokens), list(snapshot.tokens)
+        self.tokens.show_prompt(state.prompt_tokens)
+        if not await self._add_chips(state.tokens):
+            return
+        self.chart.set_steps(state.tokens)
+        self._show_perplexity()
+        if model is not None:
             self.controls.status.set_text(f"imported {len(state.tokens)} tokens · live: you can continue")
             await self.refresh_branches()
             return
-        self.imported = snapshot  # read-only until its model is initialized
-        state.prompt_tokens, state.tokens = list(snapshot.prompt_tokens), list(snapshot.tokens)
-        self.tokens.show_prompt(state.prompt_tokens)
-        self.tokens.replace_all(state.tokens)
-        self.chart.set_steps(state.tokens)
-        self._show_perplexity()
         self._show_branches(snapshot.branches, snapshot.branches[snapshot.active].id)
         label = snapshot.model.get("label") or key
         self.controls.status.set_text(f"imported {len(state.tokens)} tokens · read-only: initialize {label} to "
                                       "continue")
         if key in self.picker.infos:
             self.picker.select.set_value(key)
+
+    async def _add_chips(self, steps: list[TokenStep]) -> bool:
+        """An import's generated chips, yielding to the event loop every 256: 20,000 chips take ~8 s to build,
+        and /healthz, other tabs and this tab's websocket pings must not wait that long. False when the tab
+        moved on (Reset, another import, closed) meanwhile."""
+        state = self.state
+        epoch = state.epoch
+        state.busy = True
+        self.refresh()
+        try:
+            for start in range(0, len(steps), 256):
+                for step in steps[start:start + 256]:
+                    self.tokens.append(step)
+                await asyncio.sleep(0)
+                if state.closed or state.epoch != epoch:
+                    return False
+        finally:
+            if state.epoch == epoch:
+                state.busy = False
+                if not state.closed:
+                    self.refresh()
+        return True
 
     def _set_sampling(self, s: Any) -> None:
         c = self.controls
