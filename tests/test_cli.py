@@ -111,6 +111,7 @@ async def test_main_passes_env_settings_to_nicegui_and_the_engine(monkeypatch, u
     assert manager.device == "cpu" and manager.options["dtype"] == "float32"
     assert [c.url for c in manager.options["servers"]] == ["http://127.0.0.1:9/v1"]
     await user.open("/")
+    await user.should_see(marker="model-select")  # the page is built once its websocket connects
     assert user.find(marker="model-select").elements.pop().value == "distilgpt2"
     response = await user.http_client.get("/healthz")
     assert response.status_code == 200

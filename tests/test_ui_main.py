@@ -55,6 +55,7 @@ async def test_main_registers_the_page_and_runs_nicegui(monkeypatch, user: User,
     assert len(Manager.instances) == 1 and Manager.instances[0].device == "cpu"
     assert "--model ./missing: The folder './missing' does not exist." in capsys.readouterr().err
     await user.open("/")
+    await user.should_see(marker="model-select")  # the page is built once its websocket connects
     assert user.find(marker="model-select").elements.pop().value == "distilgpt2", "first valid --model preselected"
     await user.should_see("Initialize Model")
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
+import socket
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-from nicegui import app, ui
+from nicegui import Client, app, ui
+from nicegui.client import ClientConnectionTimeout
 
 from . import health
 from .config import Settings, fail, parse_settings
 from .engine.errors import TokvizError
 from .service import ModelService
+
+
+CONNECT_TIMEOUT_S = 30.0  # a page whose websocket has not connected by then is dropped (NiceGUI: 60-70 s)
 
 
 def _device_name(manager: Any) -> str:
@@ -58,10 +64,22 @@ def create_app(settings: Settings, manager: Any = None) -> ModelService:
         settings.preselect = manager.default_key()
 
     @ui.page("/")
-    def index() -> None:
-        from .ui.root import build_page
+    async def index(client: Client) -> None:
+        from .ui.root import add_page_assets, build_page
 
-        build_page(service, settings)
+        # A plain GET that never opens its websocket (a crawler, a scan, a flood) costs only this shell:
+        # NiceGUI keeps such a page for a minute, and the full page was ~0.6 MB. The page is built once
+        # the browser has connected (normally milliseconds later); one that never connects is dropped.
+        add_page_assets()  # CSS and the dark-mode script must be in the first HTML
+        try:
+            await client.connected(timeout=CONNECT_TIMEOUT_S)
+        except ClientConnectionTimeout:
+            client.delete()
+            return
+        if client.is_deleted:
+            return
+        with client:
+            build_page(service, settings, assets=False)
 
     return service
 
@@ -76,10 +94,38 @@ def main(argv: list[str] | None = None) -> None:
         if sys.platform.startswith("linux"):  # pywebview tries GTK first; the Qt backend comes from PyPI
             app.native.start_args.setdefault("gui", "qt")
         app.native.window_args.setdefault("min_size", (400, 500))
+    _check_port(settings)  # before anything slow: a second server on the port says so at once
+    if settings.host in ALL_INTERFACES:
+        print(f"tokviz: warning: serving on all interfaces ({settings.host}): anyone who can reach this "
+              f"machine on port {settings.port} can use it", file=sys.stderr, flush=True)
     create_app(settings)
     print(f"tokviz: serving on {settings.address} (bound to {settings.host})", flush=True)
     ui.run(host=settings.host, port=settings.port, reload=False, title="tokviz", show=False,
            native=settings.native, favicon="🔤", show_welcome_message=False)
+
+
+ALL_INTERFACES = {"0.0.0.0", "::", "[::]", ""}
+
+
+def _check_port(settings: Settings) -> None:
+    """Bind the address once, as uvicorn will (SO_REUSEADDR), and let go: a port in use is one line and
+    exit code 2 now, instead of NiceGUI's "serving on ..." followed by an exit 3 seconds later."""
+    host = settings.host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host or None, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        fail(f"--host {settings.host}: cannot resolve it ({error.strerror})")
+        return
+    family, kind, proto, _, address = infos[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            fail(f"port {settings.port} on {settings.host} is already in use (another tokviz?); "
+                 "stop it or pick another --port")
+        fail(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}")
 
 
 def _check_device(settings: Settings) -> None:

@@ -23,10 +23,20 @@ from .tokens import TokenView
 CSS = Path(__file__).resolve().parents[2] / "assets" / "tokviz.css"
 
 
-def build_page(service: ModelService, settings: Settings) -> TabController:
-    """Build the whole page for one tab. Call inside a `@ui.page` function."""
+def add_page_assets() -> None:
+    """The page's CSS and dark-mode script (a <script> only runs when it is in the first HTML)."""
     if CSS.is_file():
         ui.add_css(CSS)
+    ui.add_css(mode_css())
+    ui.add_body_html(DARK_RESTORE)
+    ui.add_body_html(WELL_FORMED)
+
+
+def build_page(service: ModelService, settings: Settings, *, assets: bool = True) -> TabController:
+    """Build the whole page for one tab. Call inside a `@ui.page` function (`assets=False` when
+    `add_page_assets()` ran already)."""
+    if assets:
+        add_page_assets()
     state = TabState(prompt=settings.default_prompt, max_tokens=min(settings.max_tokens_limit, max(50, settings.default_max_tokens)))
     catalog = service.catalog()
     keys = [info.key for info in catalog]
@@ -41,8 +51,6 @@ def build_page(service: ModelService, settings: Settings) -> TabController:
             .tooltip("Keyboard shortcuts (?)").mark("help-button")
         ui.button(icon="dark_mode").props("flat round color=white").classes("tv-dark-toggle") \
             .on("click", js_handler=DARK_TOGGLE).tooltip("Dark mode").mark("dark-toggle")
-    ui.add_css(mode_css())
-    ui.add_body_html(DARK_RESTORE)
     c.help = _help_dialog()
 
     with ui.element("div").classes("tv-layout").mark("layout") as c.root:
@@ -132,6 +140,24 @@ KEYS = [("← / →", "select the previous / next token"), ("↑ / ↓", "move w
 
 DARK_TOGGLE = """() => { const dark = !Quasar.Dark.isActive; Quasar.Dark.set(dark);
   try { localStorage.setItem('tokviz-dark', dark ? '1' : '0'); } catch (e) {} }"""
+# Half an emoji (an unpaired UTF-16 surrogate) in a text box: the page's JSON is refused by the server's
+# decoder, the message is lost and the tab would generate from the text it had before. Mend it in the
+# browser, before Quasar reads the value (capture phase), and say so; the server checks again (inputs.py).
+WELL_FORMED = r"""<script>
+document.addEventListener('input', function (e) {
+  const t = e.target;
+  if (!t || typeof t.value !== 'string' || !(t.tagName === 'TEXTAREA' || t.tagName === 'INPUT')) return;
+  const text = t.value;
+  const fixed = text.toWellFormed ? text.toWellFormed()
+    : text.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');
+  if (fixed === text) return;
+  const at = t.selectionStart;
+  t.value = fixed;
+  try { t.setSelectionRange(at, at); } catch (err) {}
+  if (window.Quasar && Quasar.Notify) Quasar.Notify.create({type: 'warning', multiLine: true,
+    message: 'The text held half a character (e.g. half an emoji); it was replaced by \uFFFD.'});
+}, true);
+</script>"""
 DARK_RESTORE = """<script>
 (function () {  // dark mode is remembered per browser (localStorage), applied once the page is mounted
   let tries = 0;
