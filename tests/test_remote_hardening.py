@@ -122,10 +122,8 @@ def test_lying_silent_and_careless_servers_never_break_the_page(tiny_model_path,
             elapsed, page = _get_page(server.url + "/")
             # a page build takes well under a second; the old code waited for the silent server (60 s),
             # and the catalog's own deadline is 10 s: 8 s leaves room for a loaded machine
-            assert elapsed < 8, f"GET / took {elapsed:.1f} s"
-            assert tiny_model_path.name in page  # the local model is offered at once
-            if silent_pending:  # the page did not wait for the silent server
-                assert f"127.0.0.1:{silent_server.split(':')[2].split('/')[0]} (connecting…)" in page
+            # (the page itself is built once its websocket connects: see the User test below for its entries)
+            assert elapsed < 8, f"GET / took {elapsed:.1f} s (the silent server was pending: {silent_pending})"
             for _ in range(3):  # and no later visit waits either
                 assert _get_page(server.url + "/")[0] < 8
 
@@ -147,7 +145,6 @@ def test_lying_silent_and_careless_servers_never_break_the_page(tiny_model_path,
             assert max(len(s["problem"] or "") for s in states.values()) <= 300
 
             _, page = _get_page(server.url + "/")
-            assert "honest-model @ 127.0.0.1" in page and "(unreachable)" in page
             shown = page + json.dumps(health) + server.output()
             basic = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
             assert PASSWORD not in shown and basic not in shown and "alice:" not in shown
