@@ -277,7 +277,8 @@ class FakeModel:
     def eos_at(self) -> int | None:
         return self.manager.eos_at
 
-    def start(self, prompt: str, params: SamplingParams | None = None) -> FakeSession:
+    def start(self, prompt: str, params: SamplingParams | None = None, *,
+              should_stop: Callable[[], bool] | None = None) -> FakeSession:
         params = params or SamplingParams()
         ids = tokenize(prompt) or [EOS_ID]
         if len(ids) > self.context_length:

@@ -48,9 +48,10 @@ def create_app(settings: Settings, manager: Any = None) -> ModelService:
             if settings.servers:  # each with its own key (config.py refused any that would leak)
                 options["servers"] = settings.server_configs()
             manager = ModelManager(device=settings.device or "auto", **options)
-        except TokvizError as error:  # e.g. a --server that is not an address
+        except (TokvizError, ValueError) as error:  # e.g. a --server that is not an address, a bad TOKVIZ_CPU_KERNELS
             fail(str(error))
     service = ModelService(manager)
+    app.on_shutdown(service.shutdown)
     health.register(app, manager, _device_name(manager))
     for name in settings.models:
         try:
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     if settings.host in ALL_INTERFACES:
         print(f"tokviz: warning: serving on all interfaces ({settings.host}): anyone who can reach this "
               f"machine on port {settings.port} can use it", file=sys.stderr, flush=True)
+    _log_to_console()
     create_app(settings)
     print(f"tokviz: serving on {settings.address} (bound to {settings.host})", flush=True)
     ui.run(host=settings.host, port=settings.port, reload=False, title="tokviz", show=False,
@@ -105,6 +107,18 @@ def main(argv: list[str] | None = None) -> None:
 
 
 ALL_INTERFACES = {"0.0.0.0", "::", "[::]", ""}
+
+
+def _log_to_console() -> None:
+    """The engine's one-line reports (e.g. which CPU kernels were chosen) go to stderr."""
+    import logging
+
+    logger = logging.getLogger("tokviz")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("tokviz: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _check_port(settings: Settings) -> None:

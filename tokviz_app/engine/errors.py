@@ -29,5 +29,9 @@ class PositionError(TokvizError):
     pass
 
 
+class CancelledWork(TokvizError):
+    """The caller stopped waiting (its tab closed): work was abandoned between chunks."""
+
+
 class ImportFormatError(TokvizError):
     """An imported session file is not a valid tokviz export (or does not fit the model)."""

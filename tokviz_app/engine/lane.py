@@ -19,10 +19,13 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
-from .cpu_pack import return_freed_memory
+from .errors import CancelledWork
+
+from .kernels import return_freed_memory
 
 PREFILL_CHUNK_BUSY = 32  # tokens per prefill forward while other sessions stream: bounds their stall
 PREFILL_CHUNK_IDLE = 512  # ... and when nobody else is waiting
@@ -49,6 +52,7 @@ class _Request:
     slot: Slot
     ids: list[int]
     keep: int
+    should_stop: Callable[[], bool] | None = None
     future: Future = field(default_factory=Future)
     logits: list[torch.Tensor] = field(default_factory=list)
 
@@ -76,11 +80,15 @@ class InferenceLane:
     def new_slot(self) -> Slot:
         return Slot()
 
-    def feed(self, slot: Slot, ids: list[int], keep: int) -> torch.Tensor:
-        """Crop `slot` to `keep` tokens, run `ids` after them; float32 CPU logits [len(ids), V]."""
+    def feed(self, slot: Slot, ids: list[int], keep: int,
+             should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+        """Crop `slot` to `keep` tokens, run `ids` after them; float32 CPU logits [len(ids), V].
+
+        A multi-token feed checks `should_stop` before each chunk and raises CancelledWork when it
+        says so (a closed tab's prompt stops costing everyone else's time)."""
         if slot.released:
             raise RuntimeError("slot was released")
-        request = _Request(slot, list(ids), keep)
+        request = _Request(slot, list(ids), keep, should_stop)
         with self._cv:
             self._pending.append(request)
             if self._thread is None:
@@ -153,6 +161,9 @@ class InferenceLane:
         slot = r.slot
         if slot.released:
             r.future.set_exception(RuntimeError("slot was released"))
+            return False
+        if r.should_stop is not None and r.should_stop():
+            r.future.set_exception(CancelledWork("The work was cancelled."))
             return False
         if not r.logits:
             self._make_private(slot)

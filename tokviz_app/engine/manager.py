@@ -6,13 +6,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from . import bundled
 from .catalog import BUNDLED_KEY, CATALOG, ModelSpec, hub_reachable, is_cached
-from .cpu_pack import pack_linear_layers, packing_enabled
+from .kernels import KernelReport, choose_kernels, requested_mode
 from .devices import dtype_name, resolve_device, resolve_dtype
 from .lane import InferenceLane
 from .errors import ModelNotFoundError, PromptTooLongError, TokvizError
@@ -54,6 +54,7 @@ class LoadedModel:
         self._texts = TokenTexts(tokenizer)
         self.lane = InferenceLane(hf_model, device, batching=batching)
         self._vocab_texts: list[str] | None = None  # built on the first vocabulary search
+        self.kernels: KernelReport | None = None  # the CPU kernel choice, where one was made
 
     # --------------------------------------------------------------- text
     def encode(self, text: str) -> list[int]:
@@ -67,8 +68,11 @@ class LoadedModel:
         return self._texts.text(token_id)
 
     # --------------------------------------------------------------- sessions
-    def start(self, prompt: str, params: SamplingParams | None = None) -> GenerationSession:
-        """A new session: the prompt is tokenised once and scored in one pass (chunked)."""
+    def start(self, prompt: str, params: SamplingParams | None = None, *,
+              should_stop: Callable[[], bool] | None = None) -> GenerationSession:
+        """A new session: the prompt is tokenised once and scored in one pass (chunked).
+
+        `should_stop` is asked between chunks of the prompt; when it says so, CancelledWork is raised."""
         params = params or SamplingParams()
         ids, bos_added = prompt_ids(self.encode, prompt, self.bos_token_id)
         if len(ids) > self.context_length:
@@ -76,14 +80,16 @@ class LoadedModel:
                 f"The prompt is {len(ids)} tokens long, but {self.label} reads at most {self.context_length} tokens. "
                 f"Shorten it by at least {len(ids) - self.context_length} tokens."
             )
-        return GenerationSession(self, ids, params, bos_added=bos_added)
+        return GenerationSession(self, ids, params, bos_added=bos_added, should_stop=should_stop)
 
-    def start_from_ids(self, ids: list[int], params: SamplingParams | None = None) -> GenerationSession:
+    def start_from_ids(self, ids: list[int], params: SamplingParams | None = None, *,
+                       should_stop: Callable[[], bool] | None = None) -> GenerationSession:
         if not ids:
             raise TokvizError("A session needs at least one token.")
         if len(ids) > self.context_length:
             raise PromptTooLongError(f"{len(ids)} tokens do not fit the context of {self.context_length}.")
-        return GenerationSession(self, list(ids), params or SamplingParams(), bos_added=False)
+        return GenerationSession(self, list(ids), params or SamplingParams(), bos_added=False,
+                                 should_stop=should_stop)
 
     def restore(self, snapshot) -> GenerationSession:
         """A live session from an exported snapshot: same tokens and numbers, no re-scoring."""
@@ -120,11 +126,12 @@ class ModelManager:
     """One per process: resolves names, loads each (model, device, dtype) once, shares it."""
 
     def __init__(self, device: str = "auto", dtype: str | None = None, *, batching: bool = True,
-                 cpu_pack: bool = True, servers: Sequence[str | ServerConfig] = ()) -> None:
+                 cpu_kernels: str | None = None, servers: Sequence[str | ServerConfig] = ()) -> None:
         self.device = device
         self.dtype = dtype
         self.batching = batching  # one batched inference lane per model
-        self.cpu_pack = cpu_pack  # oneDNN-packed linear layers on CPU (fp32)
+        # CPU fp32 linear layers: "auto" (timed per shape, remembered), "plain", "nt", "nn" or "packed"
+        self.cpu_kernels = requested_mode() if cpu_kernels is None else cpu_kernels
         self._specs: dict[str, ModelSpec] = {spec.key: spec for spec in CATALOG}
         self._slots: dict[tuple[str, str, str], _Slot] = {}
         self._lock = threading.Lock()
@@ -202,11 +209,15 @@ class ModelManager:
                 started = time.perf_counter()
                 hf_model, tokenizer = self._load_weights(spec, device, torch_dtype, progress)
                 weight_bytes = sum(p.numel() * p.element_size() for p in hf_model.parameters())
-                if self.cpu_pack and packing_enabled(device, torch_dtype):
-                    pack_linear_layers(hf_model)
+                kernels = None
+                if device == "cpu" and torch_dtype == torch.float32:
+                    if progress is not None:
+                        progress(None, "Choosing CPU kernels…")
+                    kernels = choose_kernels(hf_model, self.cpu_kernels)
                 slot.model = LoadedModel(spec, hf_model, tokenizer, device, torch_dtype, time.perf_counter() - started,
                                          batching=self.batching)
                 slot.model.weight_bytes = weight_bytes
+                slot.model.kernels = kernels
             return slot.model
 
     def unload(self, name: str) -> None:

@@ -32,7 +32,7 @@ class GenerationSession(SessionCommon):
     """
 
     def __init__(self, model: LoadedModel, prompt_ids: list[int], params: SamplingParams, *, bos_added: bool,
-                 restore=None) -> None:
+                 restore=None, should_stop: Callable[[], bool] | None = None) -> None:
         self.model = model
         self.params = params
         self._ids: list[int] = list(prompt_ids)
@@ -49,10 +49,14 @@ class GenerationSession(SessionCommon):
         self._init_tree()
         self.prompt_tokens: list[TokenStep] = []
         self.finish_reason: str | None = None  # "eos", "length", "context", "stopped"
-        if restore is None:
-            self._prefill()
-        else:
-            self._restore(restore)
+        try:
+            if restore is None:
+                self._prefill(should_stop)
+            else:
+                self._restore(restore)
+        except BaseException:  # cancelled or failed: the slot's memory goes at once
+            self.close()
+            raise
 
     # ----------------------------------------------------------------- public API
     @property
@@ -193,9 +197,9 @@ class GenerationSession(SessionCommon):
     def _crop_to(self, length: int) -> None:
         self._cached = min(self._cached, length)
 
-    def _forward(self, ids: list[int]) -> torch.Tensor:
+    def _forward(self, ids: list[int], should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
         """Run `ids` through the model after the cached prefix; float32 logits [len(ids), V]."""
-        logits = self.model.lane.feed(self._slot, ids, keep=self._cached)
+        logits = self.model.lane.feed(self._slot, ids, keep=self._cached, should_stop=should_stop)
         self._cached += len(ids)
         return logits
 
@@ -210,7 +214,7 @@ class GenerationSession(SessionCommon):
         self._crop_to(index - 1)
         return self._forward(self._ids[self._cached : index])[-1]
 
-    def _prefill(self) -> None:
+    def _prefill(self, should_stop: Callable[[], bool] | None) -> None:
         """Score the prompt in chunks and keep the prediction for the first new token."""
         ids = self._ids
         texts = self.model.token_text
@@ -220,7 +224,7 @@ class GenerationSession(SessionCommon):
         )
         for start in range(0, len(ids), PREFILL_CHUNK):
             chunk = ids[start : start + PREFILL_CHUNK]
-            logits = self._forward(chunk)  # the lane splits it further between other tabs' steps
+            logits = self._forward(chunk, should_stop)  # the lane splits it further between other tabs' steps
             targets = ids[start + 1 : start + 1 + len(chunk)]
             if targets:
                 self.prompt_tokens.extend(self._make_steps(logits[: len(targets)], targets, start + 1, is_prompt=True))

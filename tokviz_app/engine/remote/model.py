@@ -83,13 +83,16 @@ class RemoteModel:
         return self.vocab.token_text(token_id)
 
     # --------------------------------------------------------------- sessions
-    def start(self, prompt: str, params: SamplingParams | None = None) -> RemoteSession:
+    def start(self, prompt: str, params: SamplingParams | None = None, *,
+              should_stop: Callable[[], bool] | None = None) -> RemoteSession:
+        # `should_stop` is accepted for the common interface; one request cannot be split, and it has a timeout.
         params = params or SamplingParams()
         ids, bos_added = prompt_ids(self.encode, prompt, self.bos_token_id)
         self._check_length(len(ids))
         return RemoteSession(self, ids, params, bos_added=bos_added)
 
-    def start_from_ids(self, ids: list[int], params: SamplingParams | None = None) -> RemoteSession:
+    def start_from_ids(self, ids: list[int], params: SamplingParams | None = None, *,
+                       should_stop: Callable[[], bool] | None = None) -> RemoteSession:
         if not ids:
             raise TokvizError("A session needs at least one token.")
         self._check_length(len(ids))
