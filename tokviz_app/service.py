@@ -1,14 +1,23 @@
 """Async facade over the engine: the only module that touches `nicegui.run`.
 
-Every blocking engine call runs in a worker thread (`run.io_bound`); torch releases
-the GIL, so the event loop and every tab stay responsive. Models are shared by all
-tabs (one ModelManager); sessions belong to one tab each.
+Every blocking engine call runs in a worker thread; torch releases the GIL, so the
+event loop and every tab stay responsive. Models are shared by all tabs (one
+ModelManager); sessions belong to one tab each.
+
+Two pools, so that no kind of work can starve the other:
+- session work (prompt scoring, steps, choices) runs on the service's own inference
+  pool. Its threads mostly wait on the model's lane, which batches them, so it is
+  wide (64): NiceGUI's default pool has cpu_count + 4 threads (6 on two cores), and
+  six slow jobs there froze every tab for 42 s (issue 11).
+- everything else (model loads, vocabulary indexes, parsing imports) runs through
+  `run.io_bound`. Remote calls there have timeouts, so none of it waits forever.
 
 Cancellation: `run.io_bound` swallows `CancelledError` and returns None (NiceGUI
-3.x), while the worker thread finishes its call. We turn that back into a
-`CancelledError`, and keep each session consistent with what its tab shows by
+3.x), while the worker thread finishes its call; we turn that back into a
+`CancelledError`. Each session is kept consistent with what its tab shows by
 passing the number of tokens the tab knows about (`expected`) to every call: a step
 that finished after its tab stopped listening is truncated away on the next call.
+A closed tab's prompt scoring stops at the next chunk (`should_stop`).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +34,7 @@ from nicegui import run
 from .engine.types import ModelInfo, SamplingParams, TokenStep
 
 _DONE = object()
+INFERENCE_THREADS = 64  # they wait on the lane, which batches them; bounded so a crowd queues instead
 ProgressHandler = Callable[[float | None, str], None]
 
 
@@ -47,6 +58,7 @@ class ModelService:
     def __init__(self, manager: Any) -> None:
         self.manager = manager
         self._loaded: dict[str, Any] = {}
+        self._inference = ThreadPoolExecutor(INFERENCE_THREADS, thread_name_prefix="tokviz-session")
 
     # ----------------------------------------------------------------- models
     def catalog(self) -> list[ModelInfo]:
@@ -84,7 +96,7 @@ class ModelService:
         """Tokenise and score the prompt. If the handle is closed meanwhile, the session is freed."""
 
         def work() -> SessionHandle:
-            session = handle.model.start(handle.prompt, handle.params)
+            session = handle.model.start(handle.prompt, handle.params, should_stop=lambda: handle.closed)
             with handle.lock:
                 if handle.closed:
                     session.close()
@@ -92,7 +104,7 @@ class ModelService:
                     handle.session = session
             return handle
 
-        return await self._call(work)
+        return await self._infer(work)
 
     async def step(self, handle: SessionHandle, expected: int, params: SamplingParams | None = None) -> TokenStep:
         """One new token after the first `expected` generated tokens."""
@@ -105,7 +117,7 @@ class ModelService:
                     session.params = params
                 return session.step()
 
-        return await self._call(work)
+        return await self._infer(work)
 
     async def choose(self, handle: SessionHandle, position: int, token_id: int,
                      expected: int | None = None) -> TokenStep:
@@ -118,7 +130,7 @@ class ModelService:
                     self._reconcile(session, expected)
                 return session.choose(position, token_id)
 
-        return await self._call(work)
+        return await self._infer(work)
 
     async def close(self, handle: SessionHandle | None) -> None:
         """Free the session's KV cache (waits for a call in flight to finish)."""
@@ -132,7 +144,7 @@ class ModelService:
                     handle.session.close()
 
         try:
-            await self._call(work)
+            await self._infer(work)
         except asyncio.CancelledError:  # app shutting down: close right here instead
             work()
 
@@ -143,7 +155,7 @@ class ModelService:
             with handle.lock:
                 return list(self._open(handle).switch_branch(branch_id))
 
-        return await self._call(work)
+        return await self._infer(work)
 
     async def branches(self, handle: SessionHandle) -> tuple[list[Any], int]:
         """(copies of the branches, active branch id)."""
@@ -156,7 +168,7 @@ class ModelService:
                 return ([Branch(b.id, list(b.tokens), b.parent, b.split) for b in session.branches],
                         session.active_branch.id)
 
-        return await self._call(work)
+        return await self._infer(work)
 
     async def find_tokens(self, model: Any, query: str, limit: int = 20) -> list[tuple[int, str]]:
         """Vocabulary search by text (the first search builds the model's text index)."""
@@ -172,7 +184,7 @@ class ModelService:
                 self._reconcile(session, expected)
                 return session.score(position, token_ids)
 
-        return await self._call(work)
+        return await self._infer(work)
 
     async def snapshot(self, handle: SessionHandle) -> Any:
         """The session frozen for export (tokens, numbers, branches)."""
@@ -182,7 +194,7 @@ class ModelService:
             with handle.lock:
                 return snapshot_of(self._open(handle), prompt=handle.prompt)
 
-        return await self._call(work)
+        return await self._infer(work)
 
     async def read_snapshot(self, data: str | bytes) -> Any:
         """Parse and check an imported file in a worker thread: 16 MB take seconds of pure Python."""
@@ -215,7 +227,7 @@ class ModelService:
         handle = SessionHandle(model=model, prompt=text, params=params)
 
         def work() -> SessionHandle:
-            scored = model.start(text, params)
+            scored = model.start(text, params, should_stop=lambda: handle.closed)
             try:
                 steps, ids = list(scored.prompt_tokens), scored.token_ids
             finally:
@@ -226,7 +238,7 @@ class ModelService:
             handle.session = model.restore(snapshot)
             return handle
 
-        return await self._call(work)
+        return await self._infer(work)
 
     @staticmethod
     def streams(handle: SessionHandle) -> bool:
@@ -254,7 +266,7 @@ class ModelService:
 
         async def produce() -> None:
             try:
-                await self._call(work)
+                await self._infer(work)
                 queue.put_nowait(_DONE)
             except BaseException as error:  # hand errors (and cancellation) to the consumer
                 queue.put_nowait(error)
@@ -292,6 +304,13 @@ class ModelService:
     def _reconcile(session: Any, expected: int) -> None:
         if len(session.tokens) != expected:
             session.truncate(expected)
+
+    async def _infer(self, fn: Callable[[], Any]) -> Any:
+        """Session work on the inference pool; cancelling the await leaves the thread to finish."""
+        return await asyncio.get_running_loop().run_in_executor(self._inference, fn)
+
+    def shutdown(self) -> None:
+        self._inference.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
     async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
