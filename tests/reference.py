@@ -79,7 +79,11 @@ def assert_step_matches(step, logits_row: np.ndarray, tol: float = 1e-4, **sampl
     exp = expected(logits_row, step.token_id, **sampling)
     assert abs(step.prob - exp["prob"]) < tol
     assert abs(step.logprob - exp["logprob"]) < max(tol, 1e-3 * abs(exp["logprob"]))
-    assert step.rank == exp["rank"]
+    # The rank is exact up to near ties: logits within 1e-4 of the chosen one may order either way
+    # (float32 kernels differ between CPUs and layouts by ~1e-6 relative).
+    chosen = logits_row[step.token_id]
+    lowest, highest = int((logits_row > chosen + 1e-4).sum()) + 1, int((logits_row > chosen - 1e-4).sum()) + 1
+    assert lowest <= step.rank <= highest, (step.rank, exp["rank"])
     assert abs(step.entropy - exp["entropy"]) < 1e-3
     assert abs(step.sampled_prob - exp["sampled_prob"]) < tol
     alt_probs = np.array([a.prob for a in step.alternatives])
@@ -87,4 +91,4 @@ def assert_step_matches(step, logits_row: np.ndarray, tol: float = 1e-4, **sampl
     np.testing.assert_allclose([a.sampled_prob for a in step.alternatives], exp["top_sampled"], atol=tol)
     # Ids must match except where two probabilities tie within float error.
     for a, b, pa in zip([a.token_id for a in step.alternatives], exp["top_ids"], alt_probs):
-        assert a == b or abs(pa - softmax(logits_row)[b]) < 1e-6
+        assert a == b or abs(pa - softmax(logits_row)[b]) < 1e-5

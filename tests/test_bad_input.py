@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 import time
 
 import pytest
@@ -90,7 +91,7 @@ async def test_prompt_beyond_the_context_window(user: User, real_page, monkeypat
 
 
 async def test_a_megabyte_paste_gets_a_message_and_never_blocks_the_event_loop(
-        user: User, create_user, real_page) -> None:
+        user: User, create_user, real_page, monkeypatch) -> None:
     """The prompt box takes 200,000 characters (the browser cuts a bigger paste; test_..._in_chromium);
     a bigger value that still arrives is refused at once, and the cut paste is tokenized in a worker thread."""
     seen = notifications(user)
@@ -104,6 +105,10 @@ async def test_a_megabyte_paste_gets_a_message_and_never_blocks_the_event_loop(
     assert any("1,000,000 characters long; this server takes at most 200,000" in m for m in seen), seen
 
     set_prompt(user, text[:200_000])  # what the browser keeps of the paste
+    encoding_threads: list[int] = []
+    real_encode = type(c.state.model).encode
+    monkeypatch.setattr(type(c.state.model), "encode",
+                        lambda model, prompt: encoding_threads.append(threading.get_ident()) or real_encode(model, prompt))
     gaps: list[float] = []
 
     async def ticker() -> None:
@@ -122,7 +127,9 @@ async def test_a_megabyte_paste_gets_a_message_and_never_blocks_the_event_loop(
     tick.cancel()
     print(f"200,000-character prompt: refused after {took:.2f} s, longest event-loop stall {max(gaps) * 1000:.0f} ms")
     assert any("reads at most 256 tokens" in m for m in seen), seen
-    assert max(gaps) < 0.25, "tokenizing runs in a worker thread"
+    # Where it runs is the point (a stall measured in ms depends on the machine's load): not on the loop.
+    assert encoding_threads and threading.get_ident() not in encoding_threads, "tokenizing runs in a worker thread"
+    assert max(gaps) < 2.0, "the event loop kept ticking"
     assert chips(user) == []
     await another_tab_works(create_user, app)
 

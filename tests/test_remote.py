@@ -243,8 +243,8 @@ def test_id_mode_stream_matches_steps_and_stop_cancels(vllm_model, mini_vllm):
     started = time.perf_counter()
     kept = stopping.generate(200, should_stop=lambda: len(got) >= 2, on_token=got.append)
     assert len(kept) == 2 and len(stopping.tokens) == 2 and stopping.finish_reason == "stopped"
-    assert time.perf_counter() - started < 2
-    assert mini_vllm.cancelled.wait(5)  # the server saw the connection close
+    assert time.perf_counter() - started < 10  # 198 more tokens were asked for; a loaded machine is slow
+    assert mini_vllm.cancelled.wait(10)  # the server saw the connection close
 
 
 def test_server_that_returns_fewer_logprobs_says_so(tiny_model, tiny_model_path):
@@ -266,7 +266,7 @@ def test_server_down_is_a_clear_error_at_once():
     started = time.perf_counter()
     with pytest.raises(ServerError, match="Cannot reach the model server"):
         RemoteModel(url, "anything")
-    assert time.perf_counter() - started < 3
+    assert time.perf_counter() - started < 10  # a refused connection fails at once; 10 s leaves room for load
 
 
 def test_silent_server_times_out_instead_of_hanging():
@@ -278,7 +278,7 @@ def test_silent_server_times_out_instead_of_hanging():
         started = time.perf_counter()
         with pytest.raises(ServerError, match="did not answer within 1 s"):
             RemoteModel(config, "anything")
-        assert time.perf_counter() - started < 4
+        assert time.perf_counter() - started < 15  # the 1-s timeout, not the default 60 s
     finally:
         listener.close()
 

@@ -11,7 +11,7 @@ from nicegui.testing import User
 from tokviz_app.ui.tokens import TokenChip
 
 
-async def wait_until(condition, timeout: float = 5.0, message: str = "condition") -> None:
+async def wait_until(condition, timeout: float = 20.0, message: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
