@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -30,13 +29,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--plot", help="PNG of throughput vs sessions (batching.py --plot)")
     args = parser.parse_args()
-    machine = {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
-    try:
-        import os
+    sys.path.insert(0, str(HERE))
+    import machine as machine_info
 
-        machine["cores"] = os.cpu_count()
-    except Exception:  # pragma: no cover
-        pass
+    machine = machine_info.describe()
     plot = ["--plot", args.plot] if args.plot else []
     if args.json:
         doc = {"machine": machine,
@@ -45,7 +41,7 @@ def main() -> None:
                "load_time": json.loads(run("load_time.py", "--json"))}
         print(json.dumps(doc, indent=2))
         return
-    print(f"machine: {machine}\n")
+    print(f"machine: {machine_info.line(machine)}\n")
     for script, extra in (("engine.py", []), ("batching.py", plot), ("load_time.py", []), ("ui.py", [])):
         print(f"== {script}")
         print(run(script, *extra))

@@ -1,0 +1,33 @@
+"""What machine a benchmark ran on: every figure is printed with it."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+
+def describe() -> dict:
+    import torch
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"),
+                                   ("amx_tile", "AMX")) if flag in flags]
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa or ["unknown"], "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def line(info: dict | None = None) -> str:
+    info = info or describe()
+    gpu = f", GPU {info['cuda']}" if info.get("cuda") else ""
+    return (f"{info['cpu']}, {info['cores']} cores ({', '.join(info['isa'])}), torch {info['torch']} "
+            f"with {info['torch_threads']} threads{gpu}")
