@@ -50,7 +50,7 @@ def test_choose_reuses_prefix_and_numbers_stay_exact(tiny_model):
     alternative = steps[5].alternatives[3]
     calls = []
     lane = tiny_model.lane
-    lane.feed = lambda slot, ids, keep: calls.append(len(ids)) or type(lane).feed(lane, slot, ids, keep)
+    lane.feed = lambda slot, ids, keep, **kw: calls.append(len(ids)) or type(lane).feed(lane, slot, ids, keep, **kw)
     try:
         chosen = session.choose(5, alternative.token_id)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -136,3 +137,37 @@ def test_long_prompts_score_at_every_chunk_boundary(long_context_model_path, res
     if resident:
         other.generate(2)
         check_all(other, model)
+
+
+def test_long_rows_batch_apart_and_a_closed_row_leaves_at_once(long_context_model_path):
+    """A 1,000-token session does not pad a short one's row (rows are batched by length), and closing
+    a session drops its row with no further step (issue 11: memory outlived the tabs)."""
+    model = ModelManager(device="cpu").load(str(long_context_model_path))
+    short = model.start("Hello", SamplingParams(seed=1))
+    long = model.start_from_ids([(5 * i + 1) % 300 for i in range(1000)], SamplingParams(seed=2))
+    run_together([short, long], lambda s: s.generate(4))
+    widths = model.lane.batch_widths()
+    assert len(widths) == 2 and min(w for _, w in widths.values()) < 64, widths
+    check_all(short, model)
+    check_all(long, model)
+    long.close()
+    deadline = time.monotonic() + 20
+    while model.lane.resident_rows() != 1:
+        assert time.monotonic() < deadline, model.lane.batch_widths()
+        time.sleep(0.01)
+    assert len(model.lane.batch_widths()) == 1
+    short.generate(3)
+    check_all(short, model)
+
+
+def test_a_long_prompt_crossing_into_a_longer_bucket_stays_exact(long_context_model_path):
+    model = ModelManager(device="cpu").load(str(long_context_model_path))
+    a = model.start_from_ids([(3 * i + 2) % 300 for i in range(505)], SamplingParams(seed=3))
+    b = model.start("Hello world", SamplingParams(seed=4))
+    run_together([a, b], lambda s: s.generate(12))  # a grows from 505 to 517 tokens: bucket 0 -> 1
+    check_all(a, model)
+    check_all(b, model)
+    a.truncate(2)  # and back
+    run_together([a, b], lambda s: s.generate(3))
+    check_all(a, model)
+    check_all(b, model)

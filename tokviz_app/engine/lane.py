@@ -1,16 +1,11 @@
 """One inference lane per model: every forward pass of every session goes through it.
 
 A single worker thread takes all pending requests at once. One-token decode steps
-from any number of sessions run as ONE batched forward pass over a resident batch
-(the weights are read once for all of them); prompt prefills run in chunks between
-those batches so a long prompt never stalls streaming tabs for long.
-
-The resident batch keeps its padded KV cache between steps. Rows have different
-true lengths: a 2-D attention mask hides padding and holes, and explicit position
-ids give each row its true position, so a batched step computes exactly what an
-unbatched one does. Cropping a resident row (choose/truncate) only masks columns.
-Rows join, leave or get compacted by one copy of the cache, which only happens
-when the set of active sessions changes.
+from any number of sessions run as one batched forward pass per resident batch
+(`resident.py`: rows grouped by length, padded KV cache kept between steps); prompt
+prefills run in chunks between those batches so a long prompt never stalls
+streaming tabs for long. A released (closed) session's row is dropped at once, not
+at the next step, so its memory goes back with no further activity.
 """
 
 from __future__ import annotations
@@ -24,27 +19,13 @@ from typing import Callable
 import torch
 
 from .errors import CancelledWork
-
 from .kernels import return_freed_memory
+from .resident import ResidentBatch, Slot, bucket_of, new_cache, relayout
 
 PREFILL_CHUNK_BUSY = 32  # tokens per prefill forward while other sessions stream: bounds their stall
 PREFILL_CHUNK_IDLE = 512  # ... and when nobody else is waiting
 GATHER_FRACTION = 0.5  # wait up to this fraction of the last batch's time for the rest of the batch
-IDLE_ROUNDS = 4  # a resident row that misses this many batches in a row leaves the batch
-MAX_HOLES = 64  # compact when padding + holes exceed this many columns beyond the longest row
-
-
-class Slot:
-    """A session's KV state: private (own cache) or a row of the resident batch."""
-
-    __slots__ = ("length", "cache", "row", "idle", "released")
-
-    def __init__(self) -> None:
-        self.length = 0  # valid tokens
-        self.cache = None  # private DynamicCache, or None while resident / empty
-        self.row: int | None = None
-        self.idle = 0
-        self.released = False
+IDLE_ROUNDS = 4  # a resident row that misses this many batches in a row leaves its batch
 
 
 @dataclass
@@ -61,19 +42,15 @@ class InferenceLane:
     def __init__(self, hf_model, device: str, *, batching: bool = True) -> None:
         self.hf_model = hf_model
         self.device = device
-        config = hf_model.config
-        self._config = config
-        probe = self._new_cache()
+        self._config = hf_model.config
+        probe = new_cache(self._config)
         # Only plain full-attention caches can be padded and masked row by row.
         self.batching = batching and all(type(layer).__name__ == "DynamicLayer" for layer in probe.layers)
         self._pending: list[_Request] = []
+        self._released = False  # a resident row was released: drop it without waiting for a step
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
-        # Resident batch
-        self._rows: list[Slot] = []
-        self._last_batch_seconds = 0.0
-        self._cache = None
-        self._mask: torch.Tensor | None = None  # [B, L] long
+        self._batches: dict[int, ResidentBatch] = {}  # bucket -> resident batch
         self.stats = {"batches": 0, "batched_rows": 0, "prefill_chunks": 0, "rebuilds": 0, "max_batch": 0}
 
     # ------------------------------------------------------------------ API
@@ -91,28 +68,41 @@ class InferenceLane:
         request = _Request(slot, list(ids), keep, should_stop)
         with self._cv:
             self._pending.append(request)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="tokviz-lane", daemon=True)
-                self._thread.start()
+            self._start_worker()
             self._cv.notify()
         return request.future.result()
 
     def release(self, slot: Slot) -> None:
-        """Free a session's KV state (its row leaves the batch at the next round)."""
+        """Free a session's KV state; a resident row leaves its batch right away."""
         slot.released = True
         slot.cache = None
+        if slot.batch is not None:
+            with self._cv:
+                self._released = True
+                self._start_worker()
+                self._cv.notify()
 
     def resident_rows(self) -> int:
-        return len(self._rows)
+        return sum(len(b.rows) for b in self._batches.values())
+
+    def batch_widths(self) -> dict[int, tuple[int, int]]:
+        """bucket -> (rows, padded columns): how much every row of a batch pays."""
+        return {b: (len(batch.rows), batch.width) for b, batch in sorted(self._batches.items())}
 
     # ------------------------------------------------------------------ worker
+    def _start_worker(self) -> None:  # called with the condition held
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="tokviz-lane", daemon=True)
+            self._thread.start()
+
     def _work(self) -> None:
         while True:
             with self._cv:
-                while not self._pending:
+                while not self._pending and not self._released:
                     self._cv.wait()
                 self._gather()
                 requests, self._pending = self._pending, []
+                released, self._released = self._released, False
             # Fresh one-token feeds after a non-empty prefix batch; everything else runs privately.
             # (The last token of a chunked prefill is not a decode step: its request holds earlier chunks' logits.)
             decode = [r for r in requests if self._is_decode(r)]
@@ -120,11 +110,13 @@ class InferenceLane:
             try:
                 if decode:
                     self._decode(decode)
+                elif released:
+                    self._drop_released()
             except BaseException as error:  # hand the failure to every waiting caller
                 for r in decode:
                     if not r.future.done():
                         r.future.set_exception(error)
-                self._reset_batch()
+                self._reset_batches()
             for r in prefill:  # one chunk each, then back to decoding
                 try:
                     if self._prefill_chunk(r):
@@ -143,10 +135,12 @@ class InferenceLane:
         the next batch and the sessions settle into two half-size alternating batches.
         Called with the condition held.
         """
-        expected = {id(s) for s in self._rows if not s.released and s.idle <= 1}
+        rows = [s for b in self._batches.values() for s in b.rows]
+        expected = {id(s) for s in rows if not s.released and s.idle <= 1}
         if len(expected) < 2:
             return
-        deadline = time.perf_counter() + GATHER_FRACTION * self._last_batch_seconds
+        last = sum(b.last_seconds for b in self._batches.values())
+        deadline = time.perf_counter() + GATHER_FRACTION * last
         while True:
             arrived = {id(r.slot) for r in self._pending}
             if expected <= arrived or any(len(r.ids) != 1 for r in self._pending):
@@ -171,10 +165,10 @@ class InferenceLane:
         if not r.ids and not r.logits:
             r.future.set_result(torch.empty(0))
             return False
-        size = PREFILL_CHUNK_BUSY if self._rows else PREFILL_CHUNK_IDLE
+        size = PREFILL_CHUNK_BUSY if self._batches else PREFILL_CHUNK_IDLE
         chunk, r.ids = r.ids[:size], r.ids[size:]
         if slot.cache is None:
-            slot.cache = self._new_cache()
+            slot.cache = new_cache(self._config)
         input_ids = torch.tensor([chunk], device=self.device)
         positions = torch.arange(slot.length, slot.length + len(chunk), device=self.device).unsqueeze(0)
         with torch.inference_mode():
@@ -195,104 +189,56 @@ class InferenceLane:
                 self._prefill_chunk(r)
             return
         wanted = {id(r.slot) for r in requests}
-        for slot in self._rows:
-            slot.idle = 0 if id(slot) in wanted else slot.idle + 1
-        keep_rows = [s for s in self._rows if not s.released and s.idle < IDLE_ROUNDS]
-        joining = [r.slot for r in requests if r.slot.row is None]
-        if joining or len(keep_rows) != len(self._rows) or self._holes() > MAX_HOLES:
-            released = any(s.released for s in self._rows)
-            self._rebuild(keep_rows + joining)
-            if released:  # closed tabs: give their KV memory back to the OS, not just to malloc
-                return_freed_memory()
+        for batch in self._batches.values():
+            for slot in batch.rows:
+                slot.idle = 0 if id(slot) in wanted else slot.idle + 1
         for r in requests:  # crops of resident rows only hide columns
-            self._crop_row(r.slot, r.keep)
-        batch = len(self._rows)
-        tokens = torch.zeros((batch, 1), dtype=torch.long)
-        positions = torch.zeros((batch, 1), dtype=torch.long)
-        column = torch.zeros((batch, 1), dtype=torch.long)
+            if r.slot.batch is not None:
+                r.slot.batch.crop_row(r.slot, r.keep)
+            else:
+                self._crop_private(r.slot, r.keep)
+        # Each row's bucket by its length; idle and released rows leave.
+        members: dict[int, list[Slot]] = {}
+        for b, batch in sorted(self._batches.items()):
+            for slot in batch.rows:
+                moving = id(slot) in wanted and bucket_of(slot.length) != b
+                if not slot.released and slot.idle < IDLE_ROUNDS and not moving:
+                    members.setdefault(b, []).append(slot)
         for r in requests:
-            row = r.slot.row
-            tokens[row, 0] = r.ids[0]
-            positions[row, 0] = r.slot.length
-            column[row, 0] = 1
-        mask = torch.cat([self._mask, column], dim=1)
-        started = time.perf_counter()
-        # Without padding or holes the mask is all ones: leave it out so attention takes its causal fast path.
-        attention_mask = None if bool(mask.all()) else mask.to(self.device)
-        with torch.inference_mode():
-            out = self.hf_model(input_ids=tokens.to(self.device), cache=self._cache, use_cache=True,
-                                attention_mask=attention_mask, position_ids=positions.to(self.device))
-            logits = out.logits[:, -1].float().cpu()
-        self._mask = mask
-        self._last_batch_seconds = time.perf_counter() - started
-        self.stats["batches"] += 1
-        self.stats["batched_rows"] += len(requests)
-        self.stats["max_batch"] = max(self.stats["max_batch"], len(requests))
+            if r.slot.batch is None or bucket_of(r.slot.length) != r.slot.batch.bucket:
+                members.setdefault(bucket_of(r.slot.length), []).append(r.slot)
+        self._relayout(members)
+        by_batch: dict[int, list[_Request]] = {}
         for r in requests:
-            r.slot.length += 1
-            r.future.set_result(logits[r.slot.row].unsqueeze(0))
+            by_batch.setdefault(r.slot.batch.bucket, []).append(r)
+        for b, batch_requests in by_batch.items():
+            logits = self._batches[b].step(self.hf_model, self.device, [(r.slot, r.ids[0]) for r in batch_requests])
+            self.stats["batches"] += 1
+            self.stats["batched_rows"] += len(batch_requests)
+            self.stats["max_batch"] = max(self.stats["max_batch"], len(batch_requests))
+            for r in batch_requests:
+                r.future.set_result(logits[r.slot.row].unsqueeze(0))
 
     # ------------------------------------------------------------------ batch bookkeeping
-    def _new_cache(self, data=None):
-        from transformers import DynamicCache
+    def _relayout(self, members: dict[int, list[Slot]]) -> None:
+        released = any(s.released for b in self._batches.values() for s in b.rows)
+        if relayout(self._batches, members, self._config):
+            self.stats["rebuilds"] += 1
+            if released:  # closed tabs: give their KV memory back to the OS, not just to malloc
+                return_freed_memory()
 
-        return DynamicCache(data, config=self._config)
-
-    def _holes(self) -> int:
-        if self._mask is None or not self._rows:
-            return 0
-        return self._mask.shape[1] - max(s.length for s in self._rows)
-
-    def _row_kv(self, slot: Slot) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (keys, values) [1, H, length, D] of a slot's valid tokens."""
-        if slot.row is not None:
-            columns = self._mask[slot.row].nonzero().squeeze(-1)[: slot.length].to(self.device)
-            return [(layer.keys[slot.row : slot.row + 1, :, columns], layer.values[slot.row : slot.row + 1, :, columns])
-                    for layer in self._cache.layers]
-        if slot.cache is None or slot.length == 0:
-            return []
-        return [(layer.keys[:, :, : slot.length], layer.values[:, :, : slot.length]) for layer in slot.cache.layers]
-
-    def _rebuild(self, slots: list[Slot]) -> None:
-        """Lay out `slots` as a fresh left-padded batch (one copy of their caches).
-
-        Rows that leave without being released keep a private copy of their cache.
-        """
-        rows = [self._row_kv(s) for s in slots]
-        for s in self._rows:
-            if not any(s is kept for kept in slots) and not s.released:
-                s.cache = self._new_cache([(k.clone(), v.clone()) for k, v in self._row_kv(s)])
-        for s in self._rows:
-            s.row = None
-        self.stats["rebuilds"] += 1
-        if not slots:
-            self._rows, self._cache, self._mask = [], None, None
-            return
-        width = max(s.length for s in slots)
-        data = []
-        for layer in range(len(rows[0])):
-            keys, values = [], []
-            for kv, s in zip(rows, slots):
-                k, v = kv[layer]
-                pad = width - s.length
-                if pad:
-                    k = torch.nn.functional.pad(k, (0, 0, pad, 0))
-                    v = torch.nn.functional.pad(v, (0, 0, pad, 0))
-                keys.append(k)
-                values.append(v)
-            data.append((torch.cat(keys), torch.cat(values)))
-        mask = torch.zeros((len(slots), width), dtype=torch.long)
-        for i, s in enumerate(slots):
-            mask[i, width - s.length :] = 1
-            s.row, s.cache, s.idle = i, None, 0
-        self._rows, self._cache, self._mask = slots, self._new_cache(data), mask
+    def _drop_released(self) -> None:
+        members = {b: [s for s in batch.rows if not s.released] for b, batch in self._batches.items()}
+        self._relayout(members)
 
     def _make_private(self, slot: Slot) -> None:
         """Move a resident row into its own cache (needed before multi-token feeds)."""
-        if slot.row is not None:
-            self._rebuild([s for s in self._rows if s is not slot])
+        if slot.batch is not None:
+            members = {b: [s for s in batch.rows if s is not slot] for b, batch in self._batches.items()}
+            self._relayout(members)
 
-    def _crop_private(self, slot: Slot, keep: int) -> None:
+    @staticmethod
+    def _crop_private(slot: Slot, keep: int) -> None:
         if keep < slot.length:
             if slot.cache is not None and keep > 0:
                 slot.cache.crop(keep - slot.length)
@@ -300,14 +246,9 @@ class InferenceLane:
                 slot.cache = None
             slot.length = keep
 
-    def _crop_row(self, slot: Slot, keep: int) -> None:
-        if keep < slot.length:
-            columns = self._mask[slot.row].nonzero().squeeze(-1)
-            self._mask[slot.row, columns[keep:]] = 0
-            slot.length = keep
-
-    def _reset_batch(self) -> None:
-        for s in self._rows:
-            s.row = None
-            s.released = True  # their caches are gone; sessions must restart
-        self._rows, self._cache, self._mask = [], None, None
+    def _reset_batches(self) -> None:
+        for batch in self._batches.values():
+            for s in batch.rows:
+                s.batch, s.row = None, None
+                s.released = True  # their caches are gone; sessions must restart
+        self._batches = {}
