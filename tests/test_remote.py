@@ -397,15 +397,18 @@ def test_llama_server_agrees_with_the_local_engine(llama_model):
     prompts = ("Once upon a time, there was a little", "The quick brown fox", "def add(a, b):", chat,
                "My favourite food is", "In 1969, Neil Armstrong")
     diffs, shared, total, same_argmax, steps = [], 0, 0, 0, 0
+    prompt_diffs, likely, likely_rank_close = [], 0, 0
     for prompt in prompts:
         greedy = SamplingParams(greedy=True)
         remote, local = llama_model.start(prompt, greedy), local_model.start(prompt, greedy)
         assert remote.token_ids == local.token_ids
         scored = [(rp, lp) for rp, lp in zip(remote.prompt_tokens, local.prompt_tokens) if rp.prob is not None]
         assert len(scored) >= len(remote.prompt_tokens) // 2  # those in the server's top-100 lists
-        for rp, lp in scored:  # near ties may swap neighbours; deep ranks of unlikely tokens differ more
-            assert abs(rp.prob - lp.prob) < 0.2
-            assert rp.rank is None or lp.prob < 0.05 or abs(rp.rank - lp.rank) <= 1
+        for rp, lp in scored:  # aggregated below: one token's rank at a near tie differs from CPU to CPU
+            prompt_diffs.append(abs(rp.prob - lp.prob))
+            if lp.prob >= 0.05 and rp.rank is not None:
+                likely += 1
+                likely_rank_close += abs(rp.rank - lp.rank) <= 1
         for position in range(5):
             r, l = remote.step(), local.step()
             assert r.entropy is None and r.prob is not None and r.rank in (1, None)
@@ -420,16 +423,25 @@ def test_llama_server_agrees_with_the_local_engine(llama_model):
             if r.token_id != l.token_id:
                 remote.choose(position, l.token_id)
         assert not remote.warnings, remote.warnings
-    worst, mean = max(diffs), sum(diffs) / len(diffs)
+    mean = sum(diffs) / len(diffs)
+    prompt_mean = sum(prompt_diffs) / len(prompt_diffs)
+    prompt_close = sum(d < 0.05 for d in prompt_diffs) / len(prompt_diffs)
     print(f"\nllama.cpp server vs local transformers, {steps} greedy steps on {len(prompts)} prompts: "
-          f"max |dp| over top-10 = {worst:.4f}, mean |dp| = {mean:.4f}, same argmax {same_argmax}/{steps}, "
-          f"top-10 ids shared {shared}/{total} ({shared / total:.0%})")
-    # Measured on 10 prompts x 5 steps: mean |dp| 0.005, 99th percentile 0.07, max 0.135 at near ties
-    # (" ad" 0.36 vs 0.49), argmax 48/49, 94 % of the top-10 ids shared. That gap is llama.cpp's arithmetic
-    # (activations quantised to 8 bits in the Q4_1 dot products), not the backend: on the id-exact path
-    # (the miniature vLLM above) remote and local numbers agree to 1e-5.
-    assert worst < 0.2 and mean < 0.02
+          f"max |dp| over top-10 = {max(diffs):.4f}, mean |dp| = {mean:.4f}, same argmax {same_argmax}/{steps}, "
+          f"top-10 ids shared {shared}/{total} ({shared / total:.0%}); {len(prompt_diffs)} prompt tokens: "
+          f"mean |dp| {prompt_mean:.4f}, max {max(prompt_diffs):.4f}, {prompt_close:.0%} within 0.05, "
+          f"rank within 1 for {likely_rank_close}/{likely} tokens with p >= 0.05")
+    # Only aggregates are asserted: llama.cpp multiplies the Q4_1 weights by 8-bit-quantised activations
+    # with kernels that differ from CPU to CPU, so at a near tie of two or three tokens any one rank can
+    # swap (an Intel Xeon put ' France' 3rd where the fp32 engine has it 1st: p 0.063 vs 0.073). Measured:
+    # AMD EPYC AVX2, mean |dp| 0.005, argmax 48/49, 94 % of top-10 ids shared; Intel Xeon AVX-512 (issue 10),
+    # mean 0.007; AMD EPYC AVX-512 (Zen 5), mean 0.005, argmax 29/30, 95 % shared, prompt tokens mean 0.0085
+    # with 94 % within 0.05 and 27/28 likely ranks within 1. The margins are 2-3x those figures and far from
+    # what an engine bug gives (a position or cache bug moves most probabilities by > 0.1 and the argmax of
+    # most steps). On the id-exact path (the miniature vLLM above) remote and local agree to 1e-5.
+    assert mean < 0.02 and prompt_mean < 0.025 and prompt_close >= 0.8
     assert same_argmax >= 0.8 * steps and shared / total >= 0.85
+    assert likely_rank_close >= 0.8 * likely
 
 
 @pytest.mark.slow
