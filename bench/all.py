@@ -4,8 +4,10 @@
 
 Engine step vs bare forward vs naive loop and choose() (engine.py), batched
 throughput for 1-16 sessions with prefill stalls and memory (batching.py), model
-load time for the bundled model (load_time.py) and the UI's server cost per
-streamed token (ui.py). Each runs in its own process, one after the other.
+load time for the bundled model (load_time.py), the UI's server cost per
+streamed token (ui.py), and the hardening figures: an innocent tab's worst gap
+while another scores a long prompt, and the tabs a real server holds
+(hardening.py). Each runs in its own process, one after the other.
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ def main() -> None:
         doc = {"machine": machine,
                "engine": json.loads(run("engine.py", "--json")),
                "batching": json.loads(run("batching.py", "--json", *plot)),
-               "load_time": json.loads(run("load_time.py", "--json"))}
+               "load_time": json.loads(run("load_time.py", "--json")),
+               "hardening": json.loads(run("hardening.py", "--json"))}
         print(json.dumps(doc, indent=2))
         return
     print(f"machine: {machine_info.line(machine)}\n")
-    for script, extra in (("engine.py", []), ("batching.py", plot), ("load_time.py", []), ("ui.py", [])):
+    for script, extra in (("engine.py", []), ("batching.py", plot), ("load_time.py", []), ("ui.py", []),
+                          ("hardening.py", [])):
         print(f"== {script}")
         print(run(script, *extra))
 
