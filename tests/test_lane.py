@@ -115,13 +115,15 @@ def test_long_prefill_interleaves_with_streaming(fresh_model):
 
 
 @pytest.mark.parametrize("resident", [False, True], ids=["alone", "beside-a-resident-row"])
-def test_long_prompts_score_at_every_chunk_boundary(long_context_model_path, resident):
+def test_long_prompts_score_at_every_chunk_boundary(long_context_model_path, resident, monkeypatch):
     """Prompts of 512 + 32k + {0, 1, 31} tokens: the engine feeds 512-token chunks and the lane splits
     them into 32-token chunks while another row is resident; the last, single token of a chunked feed
     once passed for a decode step and lost the earlier chunks' logits (issue 11)."""
     from tests.tiny_model import train_tokenizer
 
     model = ModelManager(device="cpu").load(str(long_context_model_path))
+    lane = model.lane  # chunks of 32 beside resident rows (the lane otherwise sizes them by time)
+    monkeypatch.setattr(lane, "_prefill_chunk_size", lambda: 32 if lane.resident_rows() else 512)
     if resident:
         other = model.start("Hello", SamplingParams(seed=1))
         other.generate(2)
