@@ -25,11 +25,25 @@ def converted_cache(tmp_path_factory):
 
 def test_bundled_model_converts_once_then_loads_fast_and_knows_paris(converted_cache):
     assert not bundled.is_converted()
-    messages = []
+    events = []
     started = time.perf_counter()
-    model = ModelManager(device="cpu").load("smollm2-135m", progress=lambda f, m: messages.append(m))
+    model = ModelManager(device="cpu").load("smollm2-135m", progress=lambda f, m: events.append((f, m)))
     first_load = time.perf_counter() - started
+    messages = [m for _, m in events]
     assert bundled.is_converted() and any("Converting" in m for m in messages)
+    # a real staged bar: every conversion message has a fraction, they never go back, and they end at 1
+    staged = [f for f, m in events if m.startswith("Converting")]
+    assert all(f is not None for f in staged) and staged == sorted(staged) and staged[-1] == 1.0
+    stages = [name for _, name in bundled.STAGES]
+    assert [name for name in stages if any(name in m for m in messages)] == stages
+    assert any("272 / 272 tensors" in m for m in messages)
+    import gguf
+    import tqdm.auto
+    from transformers import modeling_gguf_pytorch_utils as legacy
+
+    # the parse-once patches are gone after the conversion
+    assert gguf.GGUFReader.__name__ == "GGUFReader" and gguf.get_tensor_name_map.__name__ == "get_tensor_name_map"
+    assert legacy.load_gguf_checkpoint.__module__ == legacy.__name__ and legacy.tqdm is tqdm.auto.tqdm
 
     started = time.perf_counter()
     again = ModelManager(device="cpu").load("smollm2-135m")
