@@ -129,10 +129,15 @@ def _gguf_parsed_once(staged: _StagedProgress):
 
     import gguf
     import numpy as np
-    from transformers import modeling_gguf_pytorch_utils as legacy
 
-    reader_class, name_map, load_checkpoint, legacy_tqdm = (
-        gguf.GGUFReader, gguf.get_tensor_name_map, legacy.load_gguf_checkpoint, legacy.tqdm)
+    try:
+        from transformers import modeling_gguf_pytorch_utils as legacy
+
+        reader_class, name_map, load_checkpoint, legacy_tqdm = (
+            gguf.GGUFReader, gguf.get_tensor_name_map, legacy.load_gguf_checkpoint, legacy.tqdm)
+    except (ImportError, AttributeError):  # other library internals: convert the slow way, still exactly
+        yield
+        return
     readers: dict = {}
     metadata: dict = {}
 
