@@ -20,10 +20,11 @@ import torch
 
 from .errors import CancelledWork
 from .kernels import return_freed_memory
-from .resident import ResidentBatch, Slot, bucket_of, new_cache, relayout
+from .resident import ResidentBatch, Slot, bucket_of, is_growing, new_cache, relayout
 
 PREFILL_CHUNK_IDLE = 512  # tokens per prefill forward when nobody else is waiting
-PREFILL_CHUNK_MIN = 4  # while others stream, a chunk takes about one of their steps (but at least this)
+PREFILL_CHUNK_MIN = 8  # tokens per prefill chunk at least, while others stream
+CHUNK_BUDGET_STEPS = 1.75  # ... and such that a chunk takes about this many of their steps
 GATHER_FRACTION = 0.5  # wait up to this fraction of the last batch's time for the rest of the batch
 IDLE_ROUNDS = 4  # a resident row that misses this many batches in a row leaves its batch
 
@@ -45,13 +46,13 @@ class InferenceLane:
         self._config = hf_model.config
         probe = new_cache(self._config)
         # Only plain full-attention caches can be padded and masked row by row.
-        self.batching = batching and all(type(layer).__name__ == "DynamicLayer" for layer in probe.layers)
+        self.batching = batching and all(is_growing(layer) for layer in probe.layers)
         self._pending: list[_Request] = []
         self._released = False  # a resident row was released: drop it without waiting for a step
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._batches: dict[int, ResidentBatch] = {}  # bucket -> resident batch
-        self._prefill_token_seconds = 0.0  # last prefill chunk's time per token (grows with the context)
+        self._last_chunk: tuple[int, float] | None = None  # (tokens, seconds) of the last prefill chunk
         self.stats = {"batches": 0, "batched_rows": 0, "prefill_chunks": 0, "rebuilds": 0, "max_batch": 0}
 
     # ------------------------------------------------------------------ API
@@ -177,7 +178,7 @@ class InferenceLane:
             out = self.hf_model(input_ids=input_ids, cache=slot.cache, position_ids=positions, use_cache=True)
             r.logits.append(out.logits[0].float().cpu())
         slot.length += len(chunk)
-        self._prefill_token_seconds = (time.perf_counter() - started) / len(chunk)
+        self._last_chunk = (len(chunk), time.perf_counter() - started)
         self.stats["prefill_chunks"] += 1
         if r.ids:
             with self._cv:
@@ -187,15 +188,20 @@ class InferenceLane:
         return False
 
     def _prefill_chunk_size(self) -> int:
-        """Tokens for the next prefill chunk. While other sessions stream, a chunk costs about one of their
-        steps, so the gap between their tokens stays near two steps however long the prompt (a fixed
-        32-token chunk at 4,000 tokens of context cost 13 steps)."""
+        """Tokens for the next prefill chunk. While other sessions stream, a chunk should cost about
+        CHUNK_BUDGET_STEPS of their steps, so the gap between their tokens stays under three steps however
+        long the context (a fixed 32-token chunk at 4,000 tokens of context cost 13 steps). A chunk costs
+        a fixed part (about one step: the weights are read once) plus a part per token, estimated from
+        the last chunk; the per-token part grows with the context."""
         if not self._batches:
             return PREFILL_CHUNK_IDLE
         step = max(b.last_seconds for b in self._batches.values())
-        if self._prefill_token_seconds <= 0 or step <= 0:
-            return PREFILL_CHUNK_MIN * 8
-        return max(PREFILL_CHUNK_MIN, min(PREFILL_CHUNK_IDLE, int(step / self._prefill_token_seconds)))
+        if step <= 0 or self._last_chunk is None:
+            return 32
+        tokens, seconds = self._last_chunk
+        per_token = max((seconds - step) / tokens, seconds / tokens / 8)
+        wanted = (CHUNK_BUDGET_STEPS - 1) * step / per_token
+        return max(PREFILL_CHUNK_MIN, min(PREFILL_CHUNK_IDLE, int(wanted)))
 
     def _decode(self, requests: list[_Request]) -> None:
         if not self.batching:
