@@ -319,12 +319,32 @@ def _retie_embeddings(model: torch.nn.Module, old: torch.Tensor, new_in_out: tor
 
 def _own_remaining_tensors(model: torch.nn.Module) -> None:
     """Copy what still points into the memory-mapped checkpoint, so the mapping (and the
-    pages of the replaced weights) can go; then hand freed memory back to the OS."""
+    pages of the replaced weights) can go; then hand freed memory back to the OS.
+    Only tensors inside a mapped checkpoint are copied: copying the new layers too cost
+    fragmented heap memory (RSS 1.37x the weights instead of ~1.1x)."""
+    mapped = _mapped_checkpoints()
     with torch.no_grad():
         for tensor in list(model.parameters()) + list(model.buffers()):
-            if not tensor.is_mkldnn and tensor.is_contiguous():
+            if tensor.is_mkldnn or not tensor.is_contiguous():
+                continue
+            pointer = tensor.untyped_storage().data_ptr()
+            if mapped is None or any(start <= pointer < end for start, end in mapped):
                 tensor.data = tensor.data.clone()
     return_freed_memory()
+
+
+def _mapped_checkpoints() -> list[tuple[int, int]] | None:
+    """Address ranges of memory-mapped weight files (None where /proc cannot tell: copy everything)."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return None
+    ranges = []
+    for line in lines:
+        if line.rstrip().endswith((".safetensors", ".bin", ".gguf")):
+            start, end = line.split()[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
 
 
 def return_freed_memory() -> None:
