@@ -18,7 +18,7 @@ import pytest
 from nicegui.testing import User
 
 from tests.test_browser import CHROMEDRIVER, CHROMIUM, driver  # noqa: F401 (driver is a fixture)
-from tests.ui_helpers import chips, idle, open_ready, wait_until
+from tests.ui_helpers import chips, idle, open_ready
 from tokviz_app.engine.errors import ImportFormatError, TokvizError
 from tokviz_app.engine.export import MAX_IMPORT_BYTES, MAX_IMPORT_TOKENS, SessionSnapshot, from_json, to_dict, to_json
 from tokviz_app.engine.types import Alternative, Branch, SamplingParams, TokenStep
