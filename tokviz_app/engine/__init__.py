@@ -4,11 +4,11 @@
 backend's classes (`RemoteModel`, `RemoteSession`, `ServerConfig`, `ServerError`), which need no torch.
 """
 
-from .errors import (ContextFullError, ModelLoadError, ModelNotFoundError, OfflineError, PositionError,
-                     PromptTooLongError, TokvizError)
+from .errors import (CancelledWork, ContextFullError, ImportFormatError, ModelLoadError, ModelNotFoundError,
+                     OfflineError, PositionError, PromptTooLongError, TokvizError)
 from .types import Alternative, Branch, ModelInfo, SamplingParams, TokenStep
 
-__all__ = ["Alternative", "Branch", "ContextFullError", "GenerationSession", "LoadedModel", "ModelInfo", "ModelLoadError",
+__all__ = ["Alternative", "Branch", "CancelledWork", "ContextFullError", "ImportFormatError", "GenerationSession", "LoadedModel", "ModelInfo", "ModelLoadError",
            "ModelManager", "ModelNotFoundError", "OfflineError", "PositionError", "PromptTooLongError",
            "SamplingParams", "TokenStep", "TokvizError",
            # remote backend (OpenAI-compatible servers)
