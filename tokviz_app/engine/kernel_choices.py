@@ -1,0 +1,62 @@
+"""The CPU-kernel choice remembered on disk, per CPU model, thread count, torch version and shape,
+and whether the machine was quiet enough for a timing to be worth remembering."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("tokviz.kernels")
+
+
+def others_busy_core_seconds() -> float:
+    """CPU time used since boot by everything but this process, in core-seconds (Linux; 0 elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return 0.0
+    own = os.times()
+    return busy - own.user - own.system
+
+
+def machine_key() -> str:
+    model_name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model_name}|{torch.get_num_threads()} threads|torch {torch.__version__}"
+
+
+def choice_file() -> Path:
+    from .bundled import cache_root
+
+    return cache_root() / "cpu-kernels.json"
+
+
+def load_choices() -> dict:
+    try:
+        return json.loads(choice_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_choices(choices: dict) -> None:
+    path = choice_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(choices, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError as error:  # a read-only cache only costs the timing next time
+        log.warning("could not remember the CPU kernel choice: %s", error)
