@@ -193,10 +193,10 @@ class InferenceLane:
 
     def _prefill_chunk_size(self) -> int:
         """Tokens for the next prefill chunk. While other sessions stream, a chunk should cost about
-        CHUNK_BUDGET_STEPS of their steps, so the gap between their tokens stays under three steps however
-        long the context (a fixed 32-token chunk at 4,000 tokens of context cost 13 steps). A chunk costs
-        a fixed part (about one step: the weights are read once) plus a part per token, estimated from
-        the last chunk; the per-token part grows with the context."""
+        CHUNK_BUDGET_STEPS of their steps (a fixed 32-token chunk at 4,000 tokens of context cost 13), within
+        [PREFILL_CHUNK_MIN, PREFILL_CHUNK_IDLE]. A chunk costs a fixed part (about one step: the weights are
+        read once) plus a part per token, estimated from the last chunk; the per-token part grows with the
+        context."""
         if not self._batches:
             return PREFILL_CHUNK_IDLE
         step = max(b.last_seconds for b in self._batches.values())
