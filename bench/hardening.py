@@ -30,7 +30,6 @@ import json
 import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -318,42 +317,24 @@ def raise_file_limit(n: int) -> None:
 
 
 def tabs_figures(n: int, hold_s: float, concurrency: int, budget_s: float) -> dict:
-    from tests.server_process import clean_env, free_port, get_json, tokviz_command
+    from tests.server_process import clean_env, free_port, serve, server_errors, tokviz_command
     from tests.tiny_model import build_tiny_model
 
     raise_file_limit(n)
     work = Path(tempfile.mkdtemp(prefix="tokviz-bench-tabs-"))
     folder = build_tiny_model(work / "tiny")
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = work / "server.log"
     command = tokviz_command("--host", "127.0.0.1", "--port", str(port), "--model", str(folder), "--device", "cpu")
     env = clean_env(TOKVIZ_CACHE_DIR=str(work / "cache"))
-    with log.open("w") as sink:
-        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    started = time.perf_counter()
     try:
-        started, deadline = time.perf_counter(), time.monotonic() + 120
-        while True:
-            try:
-                get_json(base + "/healthz", timeout=2)
-                break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start (exit code {proc.poll()}):\n{log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        out = {"server_start_s": time.perf_counter() - started}
-        out.update(asyncio.run(hold_tabs(base, proc.pid, n, hold_s, concurrency, budget_s)))
+        with serve(command, env, work / "server.log", port, check_errors=False) as server:
+            out = {"server_start_s": time.perf_counter() - started}
+            out.update(asyncio.run(hold_tabs(server.url, server.proc.pid, n, hold_s, concurrency, budget_s)))
+        output = server.output()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        lines = log.read_text(errors="replace").splitlines()
         shutil.rmtree(work, ignore_errors=True)
-    bad = [line for line in lines if "ERROR" in line or "Traceback" in line]
+    bad = server_errors(output)
     out["server_error_lines"] = len(bad)
     out["first_server_error"] = bad[0][:300] if bad else None
     return out

@@ -7,7 +7,6 @@ hostile snapshot rendered by the HTML export and opened in real headless Chromiu
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import threading
@@ -18,7 +17,7 @@ import pytest
 from nicegui.testing import User
 
 from tests.test_browser import CHROMEDRIVER, CHROMIUM, driver  # noqa: F401 (driver is a fixture)
-from tests.ui_helpers import chips, idle, open_ready
+from tests.ui_helpers import chips, idle, loop_gaps, open_ready
 from tokviz_app.engine.errors import ImportFormatError, TokvizError
 from tokviz_app.engine.export import MAX_IMPORT_BYTES, MAX_IMPORT_TOKENS, SessionSnapshot, from_json, to_dict, to_json
 from tokviz_app.engine.types import Alternative, Branch, SamplingParams, TokenStep
@@ -269,23 +268,10 @@ async def test_parsing_runs_in_a_worker_thread_and_the_loop_stays_responsive(use
     data = TracedBytes(to_json(make_snapshot(n=3000, alternatives=10)).encode())  # 6,000 steps, ~8.5 MB
     TracedBytes.threads.clear()
 
-    gaps: list[float] = []
-    done = False
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while not done:
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    tick = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    snapshot = await c.service.read_snapshot(data)
-    took = time.perf_counter() - started
-    done = True
-    await tick
+    async with loop_gaps() as gaps:
+        started = time.perf_counter()
+        snapshot = await c.service.read_snapshot(data)
+        took = time.perf_counter() - started
     assert TracedBytes.threads and threading.get_ident() not in TracedBytes.threads
     assert len(snapshot.tokens) == 3000
     # json.loads holds the GIL for its part (C code, ~1/4 of the time); the checks in Python yield every

@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from nicegui import ElementFilter, ui
 from nicegui.testing import User
 
 from tokviz_app.ui.tokens import TokenChip
+
+
+@contextlib.asynccontextmanager
+async def loop_gaps(period: float = 0.005):
+    """Yields a list that fills with the gaps between ticks of the event loop while the block runs."""
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(period)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    try:
+        yield gaps
+    finally:
+        tick.cancel()
 
 
 async def wait_until(condition, timeout: float = 20.0, message: str = "condition") -> None:

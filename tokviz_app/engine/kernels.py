@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .kernel_choices import load_choices, machine_key, others_busy_core_seconds, save_choices
-from .linear_layouts import LAYOUTS, LinearLayer, build, candidates, is_tied, linear_layers, shape_key
+from .linear_layouts import LAYOUTS, LinearLayer, build, candidates, linear_layers, shape_key, shared_parameters
 
 CHOICES = ("auto", "plain", *LAYOUTS)  # TOKVIZ_CPU_KERNELS; "plain" = as loaded, no timing
 ROWS_STEP, ROWS_BATCH, ROWS_PREFILL = 1, 8, 64
@@ -115,7 +115,8 @@ def choose_kernels(model: torch.nn.Module, mode: str = "auto") -> KernelReport:
     timings: dict[str, dict[str, dict[int, float]]] = {}
     others_before, wall_before = others_busy_core_seconds(), time.perf_counter()
     new_keys = {}
-    placed = [(layer, is_tied(model, layer)) for layer in layers]
+    shared = shared_parameters(model)
+    placed = [(layer, id(layer.module.weight) in shared) for layer in layers]
     for layer, tied in placed:
         shape = shape_key(layer, tied)
         key = f"{machine}|{shape}|loaded {layer.loaded}"

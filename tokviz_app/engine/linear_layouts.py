@@ -89,10 +89,12 @@ def linear_layers(model: torch.nn.Module) -> list[LinearLayer]:
     return layers
 
 
-def is_tied(model: torch.nn.Module, layer: LinearLayer) -> bool:
-    """True when the layer's weight is shared with another parameter (GPT-2's output head and embeddings)."""
-    return any(p is layer.module.weight for n, p in model.named_parameters(remove_duplicate=False)
-               if not n.endswith(f"{layer.name}.weight"))
+def shared_parameters(model: torch.nn.Module) -> set[int]:
+    """ids of parameters that more than one module uses (GPT-2's and SmolLM2's output head and embeddings)."""
+    seen: dict[int, int] = {}
+    for _, parameter in model.named_parameters(remove_duplicate=False):
+        seen[id(parameter)] = seen.get(id(parameter), 0) + 1
+    return {key for key, count in seen.items() if count > 1}
 
 
 def candidates(layer: LinearLayer, tied: bool) -> tuple[str, ...]:
