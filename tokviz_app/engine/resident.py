@@ -17,6 +17,7 @@ import time
 
 import torch
 
+MAX_HOLES = 64  # relayout when padding + holes exceed this many columns beyond the longest row
 BUCKET_BASE = 512  # bucket 0: rows shorter than this; bucket k: [BUCKET_BASE * 2^(k-1), BUCKET_BASE * 2^k)
 
 
@@ -211,8 +212,6 @@ def relayout(batches: dict[int, ResidentBatch], members: dict[int, list[Slot]], 
         batches.setdefault(b, ResidentBatch(b, config)).install(rows, kvs[b])
     return True
 
-
-MAX_HOLES = 64  # relayout when padding + holes exceed this many columns beyond the longest row
 
 
 def _kv(slot: Slot) -> list[tuple[torch.Tensor, torch.Tensor]]:
