@@ -302,14 +302,13 @@ def test_html_export_opens_without_a_server(driver, tiny_model, tmp_path) -> Non
         pytest.skip("Chromium and chromedriver are not installed")
     from selenium.webdriver.common.by import By
 
-    from tokviz_app.engine.export import snapshot_of
-    from tokviz_app.engine.types import SamplingParams
-    from tokviz_app.export_html import render_html
+    from tokviz_app.core.types import SamplingParams
+    from tokviz_app.exports.html import render_html
 
     session = tiny_model.start("The quick <b>brown</b> fox", SamplingParams(seed=3))
     try:
         session.generate(12)
-        snapshot = snapshot_of(session)
+        snapshot = session.snapshot()
     finally:
         session.close()
     page = tmp_path / "session.html"
@@ -324,3 +323,26 @@ def test_html_export_opens_without_a_server(driver, tiny_model, tmp_path) -> Non
     assert driver.find_elements(By.CSS_SELECTOR, "b") == [driver.find_element(By.CSS_SELECTOR, "p b")], \
         "token text is escaped, never markup"
     assert not [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+
+
+def test_html_export_lays_tokens_out_as_prose(driver, tmp_path) -> None:
+    """Tokens flow inline and wrap like prose: a line break only after a token that holds a newline."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Chromium and chromedriver are not installed")
+    from tokviz_app.core.types import Branch, SamplingParams, SessionSnapshot, TokenStep
+    from tokviz_app.exports.html import render_html
+
+    words = "The quick brown fox jumps over the lazy dog and runs far into the green".split()
+    texts = [" " + w for w in words] + ["\n", "Next", " line"]
+    tokens = [TokenStep(i, text, 0.5, -0.69, 1, 1.0, 0.5, position=i) for i, text in enumerate(texts)]
+    snapshot = SessionSnapshot(model={"key": "m", "label": "M"}, settings=SamplingParams(), prompt="", prompt_ids=[],
+                               prompt_tokens=[], branches=[Branch(0, tokens)])
+    page = tmp_path / "prose.html"
+    page.write_text(render_html(snapshot), encoding="utf-8")
+    driver.set_window_size(1200, 900)
+    driver.get(page.as_uri())
+    tops = driver.execute_script("return [...document.querySelectorAll('.k')].map(k => k.offsetTop)")
+    assert len(tops) == len(texts) and len(words) >= 12
+    assert len(set(tops[:len(words)])) <= 3, f"one token per line: {tops}"
+    newline = len(words)
+    assert tops[newline + 1] > tops[newline] and tops[newline + 1] == tops[newline + 2], tops

@@ -12,8 +12,8 @@ from nicegui.testing import User
 from tests.fake_backend import VOCAB_TEXT, FakeModelManager
 from tests.ui_helpers import button, chips, idle, open_ready, prompt_chips, wait_until
 from tokviz_app.config import Settings
-from tokviz_app.ui.colors import bucket_for, prob_class
-from tokviz_app.ui.tokens import percent, visible_text
+from tokviz_app.present.scales import level_of_value, prob_class
+from tokviz_app.present.text import percent, visible_text
 
 BUTTONS = ["Initialize Model", "Generate Next Token", "Generate to End", "Stop", "Reset"]
 
@@ -76,7 +76,7 @@ async def test_initialize_failure_shows_message(user: User, tokviz_page, key: st
 
 async def test_unexpected_load_error_is_a_message_not_a_crash(user: User, tokviz_page) -> None:
     class Exploding(FakeModelManager):
-        def load(self, name, device=None, dtype=None, progress=None):
+        def load(self, name, progress=None):
             raise MemoryError()
 
     app = tokviz_page(manager=Exploding())
@@ -350,9 +350,9 @@ def test_visible_text_and_buckets() -> None:
     assert visible_text("\x00\x1b") == "␀␛"
     assert visible_text("<b>") == "<b>"
     assert [percent(p) for p in (None, 0.5, 0.0338, 0.00012, 1e-9)] == ["–", "50.0%", "3.38%", "0.01%", "1.0e-07%"]
-    assert [bucket_for(p).name for p in (0.71, 0.70, 0.5, 0.49, 0.3, 0.29, 0.1, 0.099, 0.0)] == \
+    assert [level_of_value(p, "prob") for p in (0.71, 0.70, 0.5, 0.49, 0.3, 0.29, 0.1, 0.099, 0.0)] == \
         ["green", "blue", "blue", "purple", "purple", "orange", "orange", "red", "red"]
-    assert bucket_for(None) is None and prob_class(None) == "tv-p-none"
+    assert level_of_value(None, "prob") is None and prob_class(None) == "tv-p-none"
     assert "<|endoftext|>" in VOCAB_TEXT
 
 

@@ -13,12 +13,12 @@ from nicegui.testing import User
 
 from tests.ui_helpers import chips, idle, open_ready, prompt_chips, wait_until
 from tokviz_app.config import Settings
-from tokviz_app.engine.export import from_json, to_json
-from tokviz_app.engine.types import SamplingParams
-from tokviz_app.export_html import render_html
+from tokviz_app.exports.snapshot import from_json, to_json
+from tokviz_app.core.types import SamplingParams
+from tokviz_app.exports.html import render_html
 from tokviz_app.ui.branches import split_positions
-from tokviz_app.ui.colors import level, mode_class, mode_css
-from tokviz_app.ui.tokens import percent, visible_text
+from tokviz_app.present.scales import level, mode_class, mode_css
+from tokviz_app.present.text import percent, visible_text
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ async def test_branch_tree_keeps_and_switches(user: User, tokviz_page, engine_ma
 
 
 def test_split_positions() -> None:
-    from tokviz_app.engine.types import Branch, TokenStep
+    from tokviz_app.core.types import Branch, TokenStep
 
     def steps(ids):
         return [TokenStep(i, str(i), 0.5, -0.69, 1, 1.0, 0.5, position=p) for p, i in enumerate(ids)]
@@ -142,7 +142,7 @@ async def test_colour_modes_and_legend(user: User, tokviz_page) -> None:
 
 
 def test_levels() -> None:
-    from tokviz_app.engine.types import TokenStep
+    from tokviz_app.core.types import TokenStep
 
     def step(prob, rank, entropy):
         import math
@@ -293,8 +293,8 @@ async def test_import_read_only_and_bad_files(user: User, tokviz_page, downloads
     user.find(marker="max-tokens").elements.pop().value = 4
     user.find("Generate to End").click()
     await idle(c)
-    from tokviz_app.engine.export import SessionSnapshot
-    from tokviz_app.engine.types import Branch
+    from tokviz_app.exports.snapshot import SessionSnapshot
+    from tokviz_app.core.types import Branch
 
     session = c.state.handle.session
     snapshot = SessionSnapshot(model={"key": "gpt2-medium", "label": "GPT-2 Medium", "source": "x"},
@@ -321,8 +321,8 @@ async def test_import_read_only_and_bad_files(user: User, tokviz_page, downloads
 
 
 def test_html_export_is_self_contained_and_escaped() -> None:
-    from tokviz_app.engine.export import SessionSnapshot
-    from tokviz_app.engine.types import Alternative, Branch, TokenStep
+    from tokviz_app.exports.snapshot import SessionSnapshot
+    from tokviz_app.core.types import Alternative, Branch, TokenStep
 
     params = SamplingParams()
     evil = TokenStep(5, "<script>alert(1)</script>", 0.25, -1.386, 3, 2.0, 0.25,

@@ -7,7 +7,7 @@ from nicegui.testing import User
 
 from tests.ui_helpers import button, chips, idle, prompt_chips, wait_until
 from tokviz_app.config import Settings
-from tokviz_app.ui.tokens import visible_text
+from tokviz_app.present.text import visible_text
 
 pytestmark = pytest.mark.slow
 

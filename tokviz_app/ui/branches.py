@@ -7,8 +7,8 @@ from typing import Any
 
 from nicegui import ui
 
-from ..engine.types import Branch
-from .tokens import visible_text
+from ..core.types import Branch
+from ..present.text import visible_text
 
 
 def split_positions(branches: list[Branch], active: int) -> set[int]:

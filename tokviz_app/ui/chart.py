@@ -11,15 +11,10 @@ from typing import Any
 
 from nicegui import ui
 
-from ..engine.types import TokenStep
+from ..core.types import TokenStep
+from ..present.scales import CHART_METRICS, SCALE, metric_value
 
 THROTTLE = 0.2
-METRICS = {"prob": "probability", "surprisal": "surprisal (bits)", "entropy": "entropy (bits)"}
-
-
-def metric_value(step: TokenStep, metric: str) -> float | None:
-    value = {"prob": step.prob, "surprisal": step.surprisal, "entropy": step.entropy}[metric]
-    return None if value is None else round(float(value), 6)
 
 
 class TokenChart:
@@ -32,7 +27,7 @@ class TokenChart:
         self._dirty = False
         with ui.row().classes("w-full items-center gap-2 tv-chart-bar"):
             ui.label("Chart").classes("text-subtitle2")
-            self.toggle = ui.toggle(METRICS, value="prob", on_change=lambda e: self.set_metric(e.value)) \
+            self.toggle = ui.toggle(CHART_METRICS, value="prob", on_change=lambda e: self.set_metric(e.value)) \
                 .props("dense no-caps size=sm").mark("chart-metric")
         self.chart = ui.echart(self._options(), on_point_click=lambda e: self.on_point(int(e.data_index))) \
             .classes("tv-chart w-full").mark("chart")
@@ -43,7 +38,7 @@ class TokenChart:
             "grid": {"left": 48, "right": 16, "top": 24, "bottom": 28},
             "tooltip": {"trigger": "axis"},
             "xAxis": {"type": "category", "data": [], "name": "position"},
-            "yAxis": {"type": "value", "name": METRICS[self.metric], "min": 0,
+            "yAxis": {"type": "value", "name": CHART_METRICS[self.metric], "min": 0,
                       "splitLine": {"lineStyle": {"color": "rgba(128, 128, 128, 0.25)"}}},
             "series": [{"type": "line", "data": [], "symbolSize": 7, "showAllSymbol": True,
                         "lineStyle": {"width": 1.5},
@@ -81,8 +76,8 @@ class TokenChart:
         options = self.chart.options
         values = [metric_value(s, self.metric) for s in self.steps]
         options["xAxis"]["data"] = list(range(len(values)))
-        options["yAxis"]["name"] = METRICS[self.metric]
-        options["yAxis"]["max"] = 1 if self.metric == "prob" else None
+        options["yAxis"]["name"] = CHART_METRICS[self.metric]
+        options["yAxis"]["max"] = SCALE[self.metric].axis_max
         series = options["series"][0]
         series["data"] = values
         mark = []

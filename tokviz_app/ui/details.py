@@ -7,13 +7,9 @@ from typing import Any
 
 from nicegui import ui
 
-from ..engine.types import TokenStep
-from .colors import prob_class
-from .tokens import percent, visible_text
-
-
-def _fmt(value: float | None, digits: int = 3, suffix: str = "") -> str:
-    return "–" if value is None else f"{value:.{digits}f}{suffix}"
+from ..core.types import TokenStep
+from ..present.scales import prob_class
+from ..present.text import details_rows, fmt, percent, visible_text
 
 
 class DetailsPanel:
@@ -43,28 +39,10 @@ class DetailsPanel:
                 ui.label(visible_text(step.text)).classes(f"tv-detail-chip {prob_class(step.prob)}") \
                     .mark("details-text")
                 ui.label(where).classes("tv-muted").mark("details-where")
-            rows = [
-                ("repr", repr(step.text), "details-repr"),
-                ("token id", str(step.token_id), "details-id"),
-                ("position", str(step.position), "details-position"),
-                ("probability", percent(step.prob), "details-prob"),
-                ("log-prob", _fmt(step.logprob, 4), "details-logprob"),
-                ("surprisal", _fmt(step.surprisal, 2, " bits"), "details-surprisal"),
-                ("rank", "–" if step.rank is None else str(step.rank), "details-rank"),
-                ("entropy", _fmt(step.entropy, 2, " bits"), "details-entropy"),
-                ("p (sampling)", percent(step.sampled_prob), "details-sampled"),
-            ]
-            if step.partial:
-                rows.append(("bytes", "partial UTF-8 (joins with its neighbours)", "details-partial"))
-            if step.sampling is not None:
-                s = step.sampling
-                how = "greedy" if s.greedy else (f"T={s.temperature:g}, top-k={s.top_k or 'off'}, "
-                                                 f"top-p={s.top_p:g}" + (f", seed={s.seed}" if s.seed is not None else ""))
-                rows.append(("sampling", how, "details-sampling"))
             with ui.element("div").classes("tv-detail-grid"):
-                for name, value, marker in rows:
+                for key, name, value in details_rows(step):
                     ui.label(name).classes("tv-muted")
-                    ui.label(value).classes("tv-detail-value").mark(marker)
+                    ui.label(value).classes("tv-detail-value").mark(f"details-{key}")
             if step.alternatives:
                 ui.label("Top 10").classes("text-caption tv-muted q-mt-sm")
                 with ui.element("div").classes("tv-topchart").mark("details-chart"):
@@ -102,7 +80,7 @@ class DetailsPanel:
                 with ui.row().classes("w-full items-center no-wrap gap-2 tv-search-hit").mark(f"search-hit-{i}"):
                     ui.label(visible_text(text)).classes("tv-alt-text grow")
                     ui.label(percent(prob)).classes("tv-alt-prob").mark(f"search-prob-{i}")
-                    ui.label(f"rank {'–' if rank is None else rank}").classes("tv-muted text-caption") \
+                    ui.label(f"rank {fmt(rank)}").classes("tv-muted text-caption") \
                         .mark(f"search-rank-{i}")
                     ui.button("use", on_click=lambda _, t=token_id: self.on_choose(step.position, t)) \
                         .props("flat dense no-caps").mark(f"search-use-{i}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nicegui import ui
 
-from .colors import LEVELS, MODE_LABELS, MODES
+from ..present.scales import MODES, legend_entries, level_class
 
 
 class Legend:
@@ -23,9 +23,9 @@ class Legend:
         with self.container:
             with ui.element("div").classes("tv-legend").mark("legend", f"legend-mode-{mode}"):
                 ui.label(f"{MODES[mode]}:").classes("tv-legend-title").mark("legend-title")
-                for name, label in zip(LEVELS, MODE_LABELS[mode]):
+                for name, text in legend_entries(mode):
                     with ui.element("span").classes("tv-legend-item").mark(f"legend-{name}"):
-                        ui.element("span").classes(f"tv-swatch tv-p-{name}")
-                        ui.label(f"{name} {label}" if mode == "prob" else label).classes("tv-legend-label")
+                        ui.element("span").classes(f"tv-swatch {level_class(name)}")
+                        ui.label(text).classes("tv-legend-label")
                 with ui.element("span").classes("tv-legend-item"):
                     ui.label("· space  ↵ newline  → tab  ‹F0 9F› partial bytes").classes("tv-legend-label tv-muted")

@@ -16,7 +16,7 @@ from .controls import GenerationControls, ModelPicker
 from .details import DetailsPanel
 from .branches import BranchPanel
 from .chart import TokenChart
-from .colors import MODES, mode_css
+from ..present.scales import MODES, mode_css
 from .legend import Legend
 from .tokens import TokenView
 

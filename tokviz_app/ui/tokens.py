@@ -16,41 +16,11 @@ from nicegui import ui
 from nicegui.element import Element
 from nicegui.elements.mixins.text_element import TextElement
 
-from ..engine.types import TokenStep
-from .colors import prob_class, step_classes
+from ..core.types import TokenStep
+from ..present.scales import prob_class, step_classes
+from ..present.text import hover_text, percent, visible_text
 
 CHUNK = 64
-_CONTROL = {i: chr(0x2400 + i) for i in range(32) if i not in (9, 10, 13)}  # ␀ ␁ ... control pictures
-
-
-def visible_text(text: str) -> str:
-    """Whitespace made visible: space ·, newline ↵, tab →, CR ␍; other controls as their pictures."""
-    if text == "":
-        return "∅"
-    return (text.replace(" ", "·").replace("\n", "↵").replace("\t", "→").replace("\r", "␍")
-            .translate(_CONTROL).replace("\x7f", "␡"))
-
-
-def percent(prob: float | None) -> str:
-    if prob is None:
-        return "–"
-    value = prob * 100
-    if value >= 10 or value == 0:
-        return f"{value:.1f}%"
-    if value >= 0.01:
-        return f"{value:.2f}%"
-    return f"{value:.1e}%"
-
-
-def hover_text(step: TokenStep) -> str:
-    parts = [repr(step.text)]
-    if step.prob is None:
-        parts.append("first token: no prediction")
-    else:
-        parts.append(f"probability {percent(step.prob)} · rank {step.rank}")
-    if step.partial:
-        parts.append("partial UTF-8 bytes")
-    return "\n".join(parts)
 
 
 class TokenChip(TextElement):

@@ -1,0 +1,180 @@
+"""Colour modes: ONE table (SCALES) and everything derived from it.
+
+Every mode maps a token to one of five levels (green best … red worst, "none" when unknown), drawn with the
+same five colours. Adding a colour mode is one new `Scale` record in SCALES, nothing else: the mode select
+(MODES), the chip classes, the legend, the chart (when `axis` is set), the page CSS (`mode_css`) and the HTML
+export (`export_css`) all follow from the table.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .text import number, surprisal
+
+if TYPE_CHECKING:
+    from ..core.types import TokenStep
+
+LEVELS = ("green", "blue", "purple", "orange", "red")  # best first
+_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "rest": lambda value, bound: True}
+
+
+@dataclass(frozen=True)
+class Band:
+    """The values of one level: those that pass `value <op> bound`; "rest" takes whatever is left."""
+
+    op: str
+    bound: float = 0.0
+
+    def holds(self, value: float) -> bool:
+        return _COMPARE[self.op](value, self.bound)
+
+
+def over(bound: float) -> Band:
+    return Band(">", bound)
+
+
+def at_least(bound: float) -> Band:
+    return Band(">=", bound)
+
+
+def under(bound: float) -> Band:
+    return Band("<", bound)
+
+
+REST = Band("rest")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One colour mode. `bands` and `labels`: one per level, best first (a value takes the first band it
+    passes, so the last band is REST)."""
+
+    key: str  # the mode's name and the container class tv-mode-<key>
+    label: str  # shown in the mode select and as the legend title
+    prefix: str  # chip classes tv-<prefix>-<level>
+    read: Callable[[TokenStep], float | None]  # the per-token number it colours by
+    bands: tuple[Band, ...]
+    labels: tuple[str, ...]
+    axis: str | None = None  # the chart's y-axis name; None keeps the mode out of the chart
+    axis_max: float | None = None
+    legend_names_levels: bool = False  # legend text "green > 70%": the mode people learn the colours from
+
+
+SCALES: tuple[Scale, ...] = (
+    Scale("prob", "Probability", "p", lambda step: step.prob,
+          (over(0.70), at_least(0.50), at_least(0.30), at_least(0.10), REST),
+          ("> 70%", "50–70%", "30–50%", "10–30%", "< 10%"),
+          axis="probability", axis_max=1, legend_names_levels=True),
+    Scale("rank", "Rank", "r", lambda step: step.rank,
+          (under(2), under(11), under(101), under(1001), REST),
+          ("top-1", "top-10", "top-100", "top-1000", "beyond")),
+    Scale("entropy", "Entropy", "e", lambda step: step.entropy,
+          (under(0.5), under(1.5), under(3.0), under(5.0), REST),
+          ("< 0.5 bits (sure)", "0.5–1.5 bits", "1.5–3 bits", "3–5 bits", "> 5 bits (unsure)"),
+          axis="entropy (bits)"),
+    Scale("surprisal", "Surprisal", "s", surprisal,
+          (under(1.0), under(3.0), under(6.0), under(10.0), REST),
+          ("< 1 bit", "1–3 bits", "3–6 bits", "6–10 bits", "> 10 bits"),
+          axis="surprisal (bits)"),
+)
+SCALE: dict[str, Scale] = {scale.key: scale for scale in SCALES}
+MODES: dict[str, str] = {scale.key: scale.label for scale in SCALES}  # key → label, for the mode select
+CHART_METRICS: dict[str, str] = {scale.key: scale.axis for scale in SCALES if scale.axis}
+
+
+# ------------------------------------------------------------------------------------------ levels and classes
+def level_of_value(value, mode: str) -> str | None:
+    """The level ("green" … "red") of a number in a mode; None when unknown or not a number (untrusted imports)."""
+    value = number(value)
+    if value is None:
+        return None
+    return next((name for name, band in zip(LEVELS, SCALE[mode].bands) if band.holds(value)), None)
+
+
+def level(step: TokenStep, mode: str) -> str | None:
+    """The level ("green" … "red") of a TokenStep in a colour mode; None when unknown."""
+    return level_of_value(SCALE[mode].read(step), mode)
+
+
+def mode_class(step: TokenStep, mode: str) -> str:
+    return f"tv-{SCALE[mode].prefix}-{level(step, mode) or 'none'}"
+
+
+def step_classes(step: TokenStep) -> str:
+    """One class per colour mode (tv-p-*, tv-r-*, …): switching modes is one class on the container."""
+    return " ".join(mode_class(step, mode) for mode in SCALE)
+
+
+def level_class(name: str) -> str:
+    """A level's plain colour (swatches, the details chip, bars): the probability classes double as it."""
+    return f"tv-p-{name}"
+
+
+def prob_class(prob) -> str:
+    return level_class(level_of_value(prob, "prob") or "none")
+
+
+def metric_value(step: TokenStep, mode: str) -> float | None:
+    """The chart's y value for a token: the mode's number, rounded; None when unknown."""
+    value = number(SCALE[mode].read(step))
+    return None if value is None else round(float(value), 6)
+
+
+def legend_entries(mode: str) -> list[tuple[str, str]]:
+    """(level, text) for the legend of a mode."""
+    scale = SCALE[mode]
+    return [(name, f"{name} {label}" if scale.legend_names_levels else label)
+            for name, label in zip(LEVELS, scale.labels)]
+
+
+# ------------------------------------------------------------------------------------------------------- CSS
+# (background, accent) per level; "colorblind" follows the Okabe–Ito palette (blue → vermillion)
+PALETTES: dict[str, dict[str, tuple[str, str]]] = {
+    "default": {"green": ("#c6efc9", "#2e7d32"), "blue": ("#cfe3fb", "#1565c0"), "purple": ("#e5d4f7", "#6a1b9a"),
+                "orange": ("#ffe0b8", "#e65100"), "red": ("#fbd0d0", "#c62828"), "none": ("#eceff1", "#90a4ae")},
+    "colorblind": {"green": ("#c5e3f6", "#0072b2"), "blue": ("#d6eef9", "#56b4e9"), "purple": ("#f7f2b8", "#a89a00"),
+                   "orange": ("#fde3b0", "#e69f00"), "red": ("#f6cdb3", "#d55e00"), "none": ("#eceff1", "#90a4ae")},
+}
+
+
+def palette_vars(palette: str) -> str:
+    """CSS variables --tv-<level> (background) and --tv-<level>-b (accent)."""
+    return " ".join(f"--tv-{name}: {bg}; --tv-{name}-b: {accent};" for name, (bg, accent) in PALETTES[palette].items())
+
+
+def _level_rules() -> list[str]:
+    rules = [f".{level_class(name)} {{ background: var(--tv-{name}); border-color: var(--tv-{name}-b); }}"
+             for name in (*LEVELS, "none")]
+    for name in LEVELS:  # generated chips are underlined only; bars are filled with the accent
+        rules.append(f".tv-token.{level_class(name)} {{ border-color: transparent; "
+                     f"border-bottom-color: var(--tv-{name}-b); }}")
+        rules.append(f".tv-alt-fill.{level_class(name)} {{ background: var(--tv-{name}-b); }}")
+    return rules
+
+
+def _mode_rules(modes) -> list[str]:
+    """Inside a tv-mode-<key> container, the chips take the colour of that mode's class."""
+    rules = []
+    for mode in modes:
+        prefix = SCALE[mode].prefix
+        for name in (*LEVELS, "none"):
+            rules.append(f".tv-mode-{mode} .tv-{prefix}-{name} {{ background: var(--tv-{name}) !important; "
+                         f"border-bottom-color: var(--tv-{name}-b) !important; }}")
+            rules.append(f".tv-mode-{mode} .tv-prompt-token.tv-{prefix}-{name} {{ "
+                         f"border-color: var(--tv-{name}-b) !important; }}")
+    return rules
+
+
+def mode_css() -> str:
+    """The page's colour CSS: both palettes (body.tv-cb switches), the level classes and every mode's rules."""
+    return "\n".join([f":root {{ {palette_vars('default')} }}", f"body.tv-cb {{ {palette_vars('colorblind')} }}",
+                      *_level_rules(), *_mode_rules(SCALE)])
+
+
+def export_css(mode: str, palette: str) -> str:
+    """The HTML export's colour CSS: one palette and one mode, with the same rules as the page."""
+    return "\n".join([f":root {{ {palette_vars(palette)} }}", *_level_rules(), *_mode_rules([mode])])
