@@ -58,7 +58,7 @@ def noisy_neighbour(model, long_ids: list[int], *, warmup_steps: int = 12, strea
                     after_steps: int = 3, timeout_s: float = 600) -> dict:
     """Worst gap between a streaming session's tokens while another session's long prompt is scored."""
     from tokviz_app.engine import SamplingParams
-    from tokviz_app.engine.errors import ContextFullError
+    from tokviz_app.core.errors import ContextFullError
 
     streaming = model.start_from_ids(long_ids[:stream_prompt], SamplingParams(greedy=True))
     stamps: list[float] = []  # time after each step

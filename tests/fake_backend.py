@@ -5,7 +5,8 @@ Honest numbers: every step computes a real softmax over a small fixed vocabulary
 entropy and the sampled distribution are consistent with each other. The logits
 depend only on the last two token ids and the position, so runs are reproducible.
 
-Knobs for UI tests: `step_delay` (seconds per step: streaming, Stop, tab close),
+It subclasses the contract (`tokviz_app.core.contract`), so it cannot drift from the real backends.
+Knobs for UI tests: `streams` (Generate to End as one generate() call), `step_delay` (seconds per step),
 `load_delay`, `eos_at` (force end-of-text at that generated position), and failing
 catalog entries ("offline-model", "huge-model"; any unknown name is not found).
 """
@@ -19,7 +20,7 @@ import time
 import zlib
 from collections.abc import Callable
 
-from tokviz_app.engine.errors import (
+from tokviz_app.core.errors import (
     ContextFullError,
     ModelLoadError,
     ModelNotFoundError,
@@ -28,7 +29,10 @@ from tokviz_app.engine.errors import (
     PromptTooLongError,
     TokvizError,
 )
-from tokviz_app.engine.types import Alternative, ModelInfo, SamplingParams, TokenStep
+from tokviz_app.core.branch_tree import BranchTree
+from tokviz_app.core.contract import Capabilities, Model, ModelRegistry, Session
+from tokviz_app.core.types import Alternative, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
+from tokviz_app.engine.texts import search_vocabulary
 
 EOS = "<|endoftext|>"
 WORDS = [
@@ -128,19 +132,28 @@ def _sampling_probs(logits: list[float], probs: list[float], params: SamplingPar
     return [scaled[i] / total if i in kept else 0.0 for i in range(len(scaled))]
 
 
-class FakeSession:
-    streams = False  # a test sets True to run "Generate to End" through generate(), as remote sessions do
+class FakeSession(BranchTree, Session):
+    """The contract's Session over the fake vocabulary, with the real branch tree."""
 
-    def __init__(self, model: FakeModel, ids: list[int], params: SamplingParams) -> None:
+    def __init__(self, model: FakeModel, ids: list[int], params: SamplingParams, *,
+                 restore: SessionSnapshot | None = None) -> None:
         self.model = model
         self.params = params
         self._ids = list(ids)
         self._n_prompt = len(ids)
+        self._bos_added = False
         self._lock = threading.RLock()
         self._closed = False
         self._rng = random.Random(params.seed if params.seed is not None else 1234)
         self.tokens: list[TokenStep] = []
+        self._init_tree()
         self.finish_reason: str | None = None
+        self.warnings: list[str] = []
+        if restore is not None:
+            self.prompt_tokens = list(restore.prompt_tokens)
+            self._init_tree(restore.branches, restore.active)
+            self._ids += [t.token_id for t in self.tokens]
+            return
         first = ids[0]
         self.prompt_tokens: list[TokenStep] = [
             TokenStep(first, VOCAB_TEXT[first], None, None, None, None, None, (), 0, True, VOCAB_PARTIAL[first], params)
@@ -152,13 +165,6 @@ class FakeSession:
     @property
     def context_length(self) -> int:
         return self.model.context_length
-
-    @property
-    def text(self) -> str:
-        return b"".join(VOCAB_BYTES[i] for i in self._ids).decode("utf-8", errors="replace")
-
-    def is_eos(self, step: TokenStep) -> bool:
-        return step.token_id == EOS_ID
 
     def step(self) -> TokenStep:
         with self._lock:
@@ -172,8 +178,7 @@ class FakeSession:
                                        "nothing more can be generated.")
             index = len(self._ids)
             logits = self._logits_at(index)
-            probs = _softmax(logits)
-            sampled = _sampling_probs(logits, probs, self.params)
+            sampled = _sampling_probs(logits, _softmax(logits), self.params)
             if self.params.greedy:
                 token_id = max(range(VOCAB_SIZE), key=logits.__getitem__)
             else:
@@ -188,6 +193,7 @@ class FakeSession:
         """Like the engine's: stops after end-of-text, or when `should_stop()` turns true."""
         self.model.manager.generate_calls += 1
         steps: list[TokenStep] = []
+        self.finish_reason = "length"
         for _ in range(max_new_tokens):
             if should_stop is not None and should_stop():
                 self.finish_reason = "stopped"
@@ -197,16 +203,18 @@ class FakeSession:
             if on_token is not None:
                 on_token(step)
             if self.is_eos(step):
+                self.finish_reason = "eos"
                 break
         return steps
 
     def choose(self, position: int, token_id: int) -> TokenStep:
         with self._lock:
             self._check_open()
-            if not 0 <= position < len(self.tokens):
+            if not 0 <= position <= len(self.tokens):
                 raise PositionError(f"There is no generated token at position {position}.")
-            if not 0 <= token_id < VOCAB_SIZE:
-                raise PositionError(f"Token id {token_id} is outside the vocabulary.")
+            self._check_token_id(token_id)
+            if position < len(self.tokens):
+                self._branch_off(position)
             index = self._n_prompt + position
             del self._ids[index:]
             del self.tokens[position:]
@@ -214,6 +222,22 @@ class FakeSession:
             self._ids.append(token_id)
             self.tokens.append(step)
             return step
+
+    def score(self, position: int, token_ids: list[int]) -> list[tuple[int, float | None, int | None]]:
+        with self._lock:
+            self._check_open()
+            if not 0 <= position <= len(self.tokens):
+                raise PositionError(f"There is no generated token at position {position}.")
+            for token_id in token_ids:
+                self._check_token_id(token_id)
+            probs = _softmax(self._logits_at(self._n_prompt + position))
+            return [(t, probs[t], 1 + sum(p > probs[t] for p in probs)) for t in token_ids]
+
+    def switch_branch(self, branch_id: int) -> list[TokenStep]:
+        with self._lock:
+            self._check_open()
+            self._ids = self._select_branch(branch_id)
+            return self.tokens
 
     def truncate(self, n_tokens: int) -> None:
         with self._lock:
@@ -227,14 +251,14 @@ class FakeSession:
             self._closed = True
             self.model.manager.closed_sessions += 1
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     # -------------------------------------------------------------- internals
     def _check_open(self) -> None:
         if self._closed:
             raise TokvizError("This session was closed.")
+
+    def _check_token_id(self, token_id: int) -> None:
+        if not 0 <= token_id < VOCAB_SIZE:
+            raise PositionError(f"Token id {token_id} is outside the vocabulary.")
 
     def _logits_at(self, index: int) -> list[float]:
         generated = index - self._n_prompt
@@ -257,7 +281,9 @@ class FakeSession:
         )
 
 
-class FakeModel:
+class FakeModel(Model):
+    """The contract's Model: a fixed small vocabulary, logits from a seeded generator."""
+
     def __init__(self, manager: FakeModelManager, info: ModelInfo, *, salt: int) -> None:
         self.manager = manager
         self.key = info.key
@@ -267,7 +293,13 @@ class FakeModel:
         self.dtype = "float32"
         self.context_length = manager.context_length
         self.vocab_size = VOCAB_SIZE
+        self.eos_token_ids = frozenset({EOS_ID})
+        self.notices: list[str] = []
         self.salt = salt
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(streams=self.manager.streams)
 
     @property
     def step_delay(self) -> float:
@@ -277,16 +309,37 @@ class FakeModel:
     def eos_at(self) -> int | None:
         return self.manager.eos_at
 
+    def encode(self, text: str) -> list[int]:
+        return tokenize(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return b"".join(VOCAB_BYTES[i] for i in ids).decode("utf-8", errors="replace")
+
+    def token_text(self, token_id: int) -> tuple[str, bool]:
+        return VOCAB_TEXT[token_id], VOCAB_PARTIAL[token_id]
+
     def start(self, prompt: str, params: SamplingParams | None = None, *,
               should_stop: Callable[[], bool] | None = None) -> FakeSession:
-        params = params or SamplingParams()
-        ids = tokenize(prompt) or [EOS_ID]
+        return self.start_from_ids(tokenize(prompt) or [EOS_ID], params)
+
+    def start_from_ids(self, ids: list[int], params: SamplingParams | None = None, *,
+                       should_stop: Callable[[], bool] | None = None) -> FakeSession:
         if len(ids) > self.context_length:
             raise PromptTooLongError(f"The prompt is {len(ids)} tokens long, but {self.label} reads at most "
                                      f"{self.context_length} tokens.")
-        session = FakeSession(self, ids, params)
+        session = FakeSession(self, list(ids), params or SamplingParams())
         self.manager.sessions.append(session)
         return session
+
+    def restore(self, snapshot: SessionSnapshot) -> FakeSession:
+        if any(not 0 <= i < VOCAB_SIZE for i in snapshot.prompt_ids):
+            raise TokvizError(f"This session was made with a different vocabulary than {self.label}'s.")
+        session = FakeSession(self, list(snapshot.prompt_ids), snapshot.settings, restore=snapshot)
+        self.manager.sessions.append(session)
+        return session
+
+    def find_tokens(self, query: str, limit: int = 20) -> list[tuple[int, str]]:
+        return search_vocabulary(VOCAB_TEXT, query, limit)
 
     def info(self) -> ModelInfo:
         return ModelInfo(self.key, self.label, self.source, status="loaded")
@@ -305,7 +358,8 @@ FAILING = {
 }
 
 
-class FakeModelManager:
+class FakeModelManager(ModelRegistry):
+    streams = False  # a test sets True: sessions stream Generate to End through generate(), as remote ones do
     def __init__(self, *, step_delay: float = 0.0, load_delay: float = 0.0, context_length: int = 512,
                  eos_at: int | None = None, extra_failing: bool = True) -> None:
         self.step_delay = step_delay
@@ -349,8 +403,7 @@ class FakeModelManager:
         with self._lock:
             return list(self._models.values())
 
-    def load(self, name: str, device: str | None = None, dtype: str | None = None,
-             progress: Callable[[float | None, str], None] | None = None) -> FakeModel:
+    def load(self, name: str, progress: Callable[[float | None, str], None] | None = None) -> FakeModel:
         self.load_calls += 1
         with self._lock:
             if name in self._models:

@@ -191,17 +191,18 @@ async def test_allow_any_model_loads_a_typed_folder_and_explains_a_missing_one(
     app = real_page(allow_any_model=True)
     await user.open("/")
     c = app.controllers[0]
+    before = c.state.model  # the preselected model, ready at once where an earlier test loaded it
     select = user.find(marker="model-select")
     select.trigger("update:modelValue", "/nonexistent/tokviz-model")  # typed + Enter
     assert c.state.model_key == "/nonexistent/tokviz-model"
     user.find("Initialize Model").click()
     await user.should_see(content="The folder '/nonexistent/tokviz-model' does not exist.")
-    assert c.state.model is None
+    assert c.state.model is before
 
     copy = shutil.copytree(tiny_model_path, tmp_path / "typed-model")
     select.trigger("update:modelValue", str(copy))
     user.find("Initialize Model").click()
-    await wait_until(lambda: c.state.model is not None, 60, "the typed folder to load")
+    await wait_until(lambda: c.state.model is not None and c.state.model is not before, 60, "the typed folder to load")
     assert c.state.model.source == str(copy) and "Ready: typed-model" in status(user)
     await another_tab_works(create_user, app)
 
@@ -215,12 +216,13 @@ async def test_the_hub_unreachable(user: User, real_page, monkeypatch) -> None:
     app = real_page(allow_any_model=True)
     await user.open("/")
     c = app.controllers[0]
+    before = c.state.model  # the preselected model, ready at once where an earlier test loaded it
     user.find(marker="model-select").trigger("update:modelValue", "tokviz-test/not-cached")
     started = time.perf_counter()
     user.find("Initialize Model").click()
     await user.should_see(content="Cannot reach the Hugging Face hub", retries=300)
     assert time.perf_counter() - started < 20
-    assert "bundled model" in status(user) and c.state.model is None and not c.state.loading
+    assert "bundled model" in status(user) and c.state.model is before and not c.state.loading
     assert button(user, "Initialize Model").enabled
 
 
@@ -229,11 +231,11 @@ async def test_download_progress_bar_and_the_page_stays_usable(user: User, creat
     app = tokviz_page(load_delay=1.2)
     original = app.manager.load
 
-    def load(name, device=None, dtype=None, progress=None):
+    def load(name, progress=None):
         for i in range(1, 5):
             progress(i / 5, f"Downloading: {i * 100} / 500 MB")
             time.sleep(0.2)
-        return original(name, device, dtype, None)
+        return original(name, None)
 
     app.manager.load = load
     await user.open("/")

@@ -8,7 +8,7 @@ import pytest
 
 from tests.test_engine import PROMPT, check_all
 from tokviz_app.engine import PositionError, SamplingParams, TokvizError
-from tokviz_app.engine.export import from_json, snapshot_of, to_json
+from tokviz_app.exports.snapshot import from_json, to_json
 
 
 def test_choosing_keeps_the_old_continuation_as_a_branch(tiny_model):
@@ -66,7 +66,7 @@ def test_export_import_round_trip_is_exact_and_resumable(tiny_model):
     session.generate(10)
     session.choose(5, session.tokens[5].alternatives[2].token_id)
     session.generate(4)
-    snapshot = snapshot_of(session, prompt=PROMPT)
+    snapshot = session.snapshot(PROMPT)
     text = to_json(snapshot)
     restored = from_json(text)
     assert to_json(restored) == text

@@ -18,10 +18,10 @@ from nicegui.testing import User
 
 from tests.test_browser import CHROMEDRIVER, CHROMIUM, driver  # noqa: F401 (driver is a fixture)
 from tests.ui_helpers import chips, idle, loop_gaps, open_ready
-from tokviz_app.engine.errors import ImportFormatError, TokvizError
-from tokviz_app.engine.export import MAX_IMPORT_BYTES, MAX_IMPORT_TOKENS, SessionSnapshot, from_json, to_dict, to_json
-from tokviz_app.engine.types import Alternative, Branch, SamplingParams, TokenStep
-from tokviz_app.export_html import render_html
+from tokviz_app.core.errors import ImportFormatError, TokvizError
+from tokviz_app.exports.snapshot import MAX_IMPORT_BYTES, MAX_IMPORT_TOKENS, SessionSnapshot, from_json, to_dict, to_json
+from tokviz_app.core.types import Alternative, Branch, SamplingParams, TokenStep
+from tokviz_app.exports.html import render_html
 
 PAYLOAD = '"><script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
@@ -238,7 +238,7 @@ def test_size_and_token_caps() -> None:
 
 
 def test_ids_outside_the_vocabulary_and_context_are_refused(tiny_model) -> None:
-    from tokviz_app.engine.export import check_fits
+    from tokviz_app.exports.snapshot import check_fits
 
     snapshot = make_snapshot(key=tiny_model.key)
     check_fits(snapshot, tiny_model)

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from tokviz_app.engine import SamplingParams, TokvizError
-from tokviz_app.engine.errors import ModelLoadError, ModelNotFoundError
+from tokviz_app.core.errors import ModelLoadError, ModelNotFoundError
 from tests.server_process import free_port
-from tokviz_app.engine.remote import RemoteCatalog, RemoteModel, ServerConfig, ServerError, _Dist, _Tok
+from tokviz_app.engine.remote import RemoteBackend, RemoteModel, ServerConfig, ServerError, _Dist, _Tok
 
 LLAMA_PYTHON = Path(os.environ.get("TOKVIZ_LLAMA_SERVER_PYTHON", "/opt/llama-venv/bin/python"))
 
@@ -284,7 +284,7 @@ def test_silent_server_times_out_instead_of_hanging():
 
 
 def test_catalog_lists_an_unreachable_server_and_explains_it():
-    catalog = RemoteCatalog([f"127.0.0.1:{free_port()}"])  # scheme and /v1 are added
+    catalog = RemoteBackend([f"127.0.0.1:{free_port()}"])  # scheme and /v1 are added
     (info,) = catalog.infos()
     assert info.status == "remote" and "Cannot reach" in info.description
     with pytest.raises(ModelLoadError, match="Cannot reach"):

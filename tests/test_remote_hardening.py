@@ -20,8 +20,8 @@ import pytest
 
 from tests.server_process import clean_env, free_port, get_json, serve, tokviz_command
 from tokviz_app.config import parse_settings
-from tokviz_app.engine.errors import ModelLoadError, TokvizError
-from tokviz_app.engine.remote import RemoteCatalog, ServerClient, ServerConfig, ServerError, scrub
+from tokviz_app.core.errors import ModelLoadError, TokvizError
+from tokviz_app.engine.remote import RemoteBackend, ServerClient, ServerConfig, ServerError, scrub
 from tokviz_app.engine.remote.logprobs import _parse_logprobs, _Tok
 
 PASSWORD = "hunter2-very-secret"
@@ -164,7 +164,7 @@ def test_each_key_goes_only_to_its_own_server_and_never_follows_a_redirect():
         settings = parse_settings(["--server", a.url, "--server", b.url.replace("/v1", ""), "--server", plain.url,
                                    "--server-key", f"{a.url}={KEY_A}", "--server-key", f"127.0.0.1:{b.port}={KEY_B}"],
                                   environ={})
-        catalog = RemoteCatalog(settings.server_configs())
+        catalog = RemoteBackend(settings.server_configs())
         for config in catalog.configs:  # wait for every first answer (bounded by the catalog's deadline)
             catalog._answers[config.url].arrived.wait(30)
         assert [h.get("Authorization") for h in a.headers] == [f"Bearer {KEY_A}"]
@@ -240,7 +240,7 @@ def test_the_page_never_shows_a_password_or_an_echoed_key(tmp_path):
     """The catalog entry and the load error of a careless server with a password in its URL."""
     server = FakeServer(echo_headers)
     try:
-        catalog = RemoteCatalog([server.url.replace("http://", f"http://alice:{PASSWORD}@")])
+        catalog = RemoteBackend([server.url.replace("http://", f"http://alice:{PASSWORD}@")])
         (info,) = catalog.infos()
         with pytest.raises(ModelLoadError) as failed:
             catalog.load(info.key)

@@ -11,7 +11,7 @@ from nicegui.testing import User
 
 from tests.fake_backend import FakeModelManager
 from tokviz_app.config import Settings
-from tokviz_app.engine.errors import ModelNotFoundError
+from tokviz_app.core.errors import ModelNotFoundError
 
 
 def test_parse_args_defaults_and_repeatable_model() -> None:

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from tests.fake_backend import FakeModelManager
-from tokviz_app.engine.errors import ModelNotFoundError, TokvizError
-from tokviz_app.engine.types import SamplingParams
+from tokviz_app.core.errors import ModelNotFoundError, TokvizError
+from tokviz_app.core.types import SamplingParams
 from tokviz_app.service import ModelService
 
 

@@ -7,13 +7,13 @@ import asyncio
 import pytest
 from nicegui.testing import User
 
-from tests.fake_backend import FakeSession
+from tests.fake_backend import FakeModelManager
 from tests.ui_helpers import chips, idle, open_ready, wait_until
 
 
 @pytest.fixture
 def streaming(monkeypatch):
-    monkeypatch.setattr(FakeSession, "streams", True)
+    monkeypatch.setattr(FakeModelManager, "streams", True, raising=False)
 
 
 async def test_generate_to_end_uses_one_streaming_call(user: User, tokviz_page, streaming) -> None:

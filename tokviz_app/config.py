@@ -203,7 +203,7 @@ def parse_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str]
     settings.server_api_key = environ.get(SERVER_API_KEY) or None
     settings.allow_insecure_server_key = bool(args.allow_insecure_server_key)
     if settings.servers or settings.server_keys:
-        from .engine.errors import TokvizError
+        from .core.errors import TokvizError
 
         try:
             settings.server_configs()  # a key that would leak is refused now, before anything is sent

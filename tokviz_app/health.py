@@ -6,6 +6,8 @@ import time
 from importlib import metadata
 from typing import Any
 
+from .core.contract import ModelRegistry
+
 STARTED = time.time()
 
 
@@ -16,13 +18,12 @@ def version() -> str:
         return "0+unknown"
 
 
-def payload(manager: Any, device: str) -> dict[str, Any]:
+def payload(manager: ModelRegistry, device: str) -> dict[str, Any]:
     """status, version, device, loaded models, open tabs, model servers (cheap: no file-system or network
     checks; a server's state is its last answer, refreshed in the background)."""
     models = []
     for model in manager.loaded():
-        models.append({"key": model.key, "device": getattr(model, "device", None),
-                       "dtype": getattr(model, "dtype", None)})
+        models.append({"key": model.key, "device": model.device, "dtype": model.dtype})
     data: dict[str, Any] = {
         "status": "ok",
         "app": "tokviz",
@@ -33,11 +34,11 @@ def payload(manager: Any, device: str) -> dict[str, Any]:
         "tabs": connected_tabs(),
         "uptime_s": round(time.time() - STARTED, 1),
     }
-    remote = getattr(manager, "remote", None)
-    if remote is not None and hasattr(remote, "health"):
+    servers = manager.health()
+    if servers:
         # "status" stays "ok" (this process serves); each --server says "ok", "degraded" or "pending"
-        data["servers"] = remote.health()
-        data["degraded"] = [s["url"] for s in data["servers"] if s["state"] == "degraded"]
+        data["servers"] = servers
+        data["degraded"] = [s["url"] for s in servers if s["state"] == "degraded"]
     return data
 
 
@@ -48,7 +49,7 @@ def connected_tabs() -> int:
     return sum(1 for client in list(Client.instances.values()) if client.has_socket_connection)
 
 
-def register(app: Any, manager: Any, device: str) -> None:
+def register(app: Any, manager: ModelRegistry, device: str) -> None:
     """Add the route to NiceGUI's FastAPI app (replacing an earlier one, e.g. in tests)."""
     app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/healthz"]
 

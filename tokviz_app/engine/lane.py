@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .errors import CancelledWork
+from ..core.errors import CancelledWork
 from .kernels import return_freed_memory
 from .resident import ResidentBatch, Slot, bucket_of, is_growing, new_cache, relayout
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from .catalog import BUNDLED_KEY, hub_offline
-from .errors import ModelLoadError, ModelNotFoundError, OfflineError
+from ..core.errors import ModelLoadError, ModelNotFoundError, OfflineError
 
 Progress = Callable[[float | None, str], None]
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

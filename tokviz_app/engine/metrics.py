@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .types import SamplingParams
+from ..core.types import SamplingParams
 
 LN2 = math.log(2.0)
 

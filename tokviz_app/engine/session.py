@@ -10,18 +10,19 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from . import metrics
-from .errors import ContextFullError, PositionError, TokvizError
-from .session_common import SessionCommon
-from .types import Alternative, SamplingParams, TokenStep
+from ..core.errors import ContextFullError, PositionError, TokvizError
+from ..core.branch_tree import BranchTree
+from ..core.contract import Session
+from ..core.types import Alternative, SamplingParams, TokenStep
 
 if TYPE_CHECKING:
-    from .manager import LoadedModel
+    from .local_model import LoadedModel
 
 TOP_N = 10
 PREFILL_CHUNK = 512  # prompt tokens scored at once: bounds logits memory for long prompts
 
 
-class GenerationSession(SessionCommon):
+class GenerationSession(BranchTree, Session):
     """Token-by-token generation with exact statistics.
 
     Invariants: `_ids` holds prompt + generated ids (never re-encoded); the
@@ -49,6 +50,7 @@ class GenerationSession(SessionCommon):
         self._init_tree()
         self.prompt_tokens: list[TokenStep] = []
         self.finish_reason: str | None = None  # "eos", "length", "context", "stopped"
+        self.warnings: list[str] = []  # exact numbers: nothing to warn about
         try:
             if restore is None:
                 self._prefill(should_stop)

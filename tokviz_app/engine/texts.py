@@ -82,7 +82,7 @@ class TokenTexts:
 
 def prompt_ids(encode, prompt: str, bos_token_id: int | None) -> tuple[list[int], bool]:
     """(ids, bos_added): the prompt's token ids; an empty prompt starts from the BOS token."""
-    from .errors import TokvizError
+    from ..core.errors import TokvizError
 
     ids = encode(prompt) if prompt else []
     if ids:

@@ -17,10 +17,10 @@ from nicegui import background_tasks, ui
 from nicegui.element import Element
 
 from ..config import Settings
-from ..engine.errors import ContextFullError, ImportFormatError, TokvizError
-from ..engine.export import MAX_IMPORT_BYTES, to_json, too_big
-from ..export_html import render_html
-from ..engine.types import TokenStep
+from ..core.errors import ContextFullError, ImportFormatError, TokvizError
+from ..exports.snapshot import MAX_IMPORT_BYTES, to_json, too_big
+from ..exports.html import render_html
+from ..core.types import TokenStep
 from ..inputs import clean_prompt, parse_max_tokens, parse_seed, public_message
 from ..service import ModelService
 from ..state import TabState
@@ -124,7 +124,7 @@ class TabController:
                     self.refresh()
         if not offered:  # a typed name joins everyone's catalog only once it has loaded
             try:
-                self.service.manager.add(key)
+                self.service.add(key)
             except TokvizError:
                 pass
         if state.closed:
@@ -142,7 +142,7 @@ class TabController:
             message = f"'{key}' is not one of the models offered here (the server does not allow other models)."
         else:
             try:  # cheap: a name check or a folder lookup, no download; offered to all once it loads
-                info = self.service.manager.add(key, offer=False)
+                info = self.service.add(key, offer=False)
             except TokvizError as error:
                 message = public_message(str(error), key, self._folder(key))
             else:
@@ -244,7 +244,7 @@ class TabController:
                 reason = "error"
                 return
             self._gen_started, self._gen_count = time.perf_counter(), 0
-            if n > 1 and self.service.streams(handle):  # remote: one streaming request, Stop cancels it
+            if n > 1 and handle.model.capabilities.streams:  # remote: one streaming request, Stop cancels it
                 async for step in self.service.stream(handle, len(state.tokens), state.sampling_params(), n):
                     self._append(step)
                     if self.service.is_eos(handle, step):

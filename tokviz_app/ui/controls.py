@@ -8,7 +8,7 @@ from typing import Any
 
 from nicegui import ui
 
-from ..engine.types import ModelInfo
+from ..core.types import ModelInfo
 
 STATUS_TEXT = {
     "cached": "cached",

@@ -23,12 +23,12 @@ No torch here: httpx and the tokenizer only.
 """
 
 
-from .catalog import RemoteCatalog
+from .backend import RemoteBackend
 from .client import ServerClient, ServerError, list_models, remote_key, remote_label
 from .servers import API_KEY_ENV, ServerConfig, build_configs, scrub
 from .logprobs import _Dist, _Tok  # noqa: F401  (used by the tests)
 from .model import RemoteModel
 from .session import RemoteSession
 
-__all__ = ["API_KEY_ENV", "RemoteCatalog", "RemoteModel", "RemoteSession", "ServerClient", "ServerConfig",
+__all__ = ["API_KEY_ENV", "RemoteBackend", "RemoteModel", "RemoteSession", "ServerClient", "ServerConfig",
            "ServerError", "build_configs", "list_models", "remote_key", "remote_label", "scrub"]

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 
-from ..errors import ContextFullError, TokvizError
+from ...core.errors import ContextFullError, TokvizError
 from .servers import API_KEY_ENV, REQUEST_DEADLINE, ServerConfig, scrub
 
 TOP_N = 10  # alternatives per token, as the local engine

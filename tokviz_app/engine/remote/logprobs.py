@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..types import SamplingParams
+from ...core.types import SamplingParams
 from .client import TOP_N, ServerError
 
 

@@ -6,9 +6,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from ..errors import ContextFullError, ModelLoadError, ModelNotFoundError, PromptTooLongError, TokvizError
+from ...core.contract import Capabilities, Model
+from ...core.errors import ContextFullError, ModelLoadError, ModelNotFoundError, PromptTooLongError, TokvizError
 from ..texts import prompt_ids, search_vocabulary
-from ..types import ModelInfo, SamplingParams
+from ...core.types import ModelInfo, SamplingParams
 from .client import DEEP_N, PROBE_TEXT, TOP_N, ServerClient, ServerConfig, ServerError, list_models, remote_key, remote_label
 from .logprobs import _Dist, _Entry, _Tok, _first_choice, _int_or_none, _parse_logprobs
 from .session import RemoteSession
@@ -27,10 +28,9 @@ class _Capabilities:
     top_k_off: int = 0  # the value of top_k that means "no cut"
 
 
-class RemoteModel:
-    """A model served over HTTP, with the interface of `LoadedModel`."""
+class RemoteModel(Model):
+    """A model served over HTTP: the remote backend's `Model`."""
 
-    remote = True
     dtype = "remote"
 
     def __init__(self, config: ServerConfig | str, model_id: str, *, key: str | None = None,
@@ -70,6 +70,9 @@ class RemoteModel:
         if progress:
             progress(None, "Checking what the server reports…")
         self.caps = self._probe()
+        # numbers come from the server's top-n lists; Generate to End is one streaming request
+        self.capabilities = Capabilities(streams=True, exact_entropy=False, full_vocabulary_rank=False,
+                                         vocabulary_search=self.vocab.searchable)
         self.load_seconds = time.perf_counter() - started
 
     # --------------------------------------------------------------- text

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from ..errors import TokvizError
+from ...core.errors import TokvizError
 
 API_KEY_ENV = "TOKVIZ_SERVER_API_KEY"
 INSECURE_FLAG = "--allow-insecure-server-key"

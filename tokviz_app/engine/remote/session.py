@@ -7,9 +7,10 @@ import random
 import threading
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from ..session_common import SessionCommon
-from ..errors import ContextFullError, PositionError, TokvizError
-from ..types import Alternative, SamplingParams, TokenStep
+from ...core.branch_tree import BranchTree
+from ...core.contract import Session
+from ...core.errors import ContextFullError, PositionError, TokvizError
+from ...core.types import Alternative, SamplingParams, TokenStep
 from .client import TOP_N, ServerError
 from .logprobs import _Dist, _Entry, _Tok, _is_plain, _prompt_ranks
 
@@ -17,11 +18,9 @@ if TYPE_CHECKING:
     from .model import RemoteModel, _Capabilities
 
 
-class RemoteSession(SessionCommon):
+class RemoteSession(BranchTree, Session):
     """`GenerationSession` for a served model: one completion request per step, a stream for
     `generate`. The server keeps no state, so branches, truncation and restore are bookkeeping."""
-
-    streams = True  # the page runs "Generate to End" through generate(): one streaming request
 
     def __init__(self, model: RemoteModel, prompt_ids: list[int], params: SamplingParams, *, bos_added: bool,
                  restore=None) -> None:

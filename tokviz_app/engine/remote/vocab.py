@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import ModelLoadError, TokvizError
+from ...core.errors import ModelLoadError, TokvizError
 from .client import ServerClient, ServerError
 
 

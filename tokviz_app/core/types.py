@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ class TokenStep:
     partial: bool = False  # the token's bytes are not complete UTF-8 on their own
     sampling: SamplingParams | None = None  # settings the token was drawn or scored with
 
+    def as_generated(self, position: int) -> TokenStep:
+        """The same token and numbers as generated token `position` (scored text becomes a session's text)."""
+        return replace(self, is_prompt=False, position=position)
+
     @property
     def surprisal(self) -> float | None:
         """-log2 p: bits of surprise."""
@@ -85,6 +89,10 @@ class Branch:
     parent: int | None = None
     split: int = 0
 
+    def copy(self) -> Branch:
+        """A copy whose token list can change without touching this one (the steps are immutable)."""
+        return Branch(self.id, list(self.tokens), self.parent, self.split)
+
     @property
     def logprob(self) -> float:
         """Total natural log-probability of the branch's generated tokens."""
@@ -100,3 +108,21 @@ class Branch:
     def first_token(self) -> TokenStep | None:
         """The first token where it differs from its parent."""
         return self.tokens[self.split] if self.split < len(self.tokens) else None
+
+
+@dataclass
+class SessionSnapshot:
+    """A session frozen in time: what export writes, import reads and `Model.restore` takes."""
+
+    model: dict
+    settings: SamplingParams
+    prompt: str
+    prompt_ids: list[int]
+    prompt_tokens: list[TokenStep]
+    branches: list[Branch]
+    active: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> list[TokenStep]:
+        return self.branches[self.active].tokens

@@ -13,8 +13,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from ..errors import ModelLoadError, ModelNotFoundError, TokvizError
-from ..types import ModelInfo
+from ...core.contract import Backend
+from ...core.errors import ModelLoadError, ModelNotFoundError, TokvizError
+from ...core.types import ModelInfo
 from .client import (MODELS_DEADLINE, MODELS_TTL, ServerClient, ServerConfig, check_models, fetch_models, remote_key,
                      remote_label)
 from .model import RemoteModel
@@ -36,7 +37,7 @@ class _Answer:
     arrived: threading.Event = field(default_factory=threading.Event)
 
 
-class RemoteCatalog:
+class RemoteBackend(Backend):
     """The models of every `--server`, as catalog entries with status "remote"; loads them on demand.
 
     Several servers given as text get no key from $TOKVIZ_SERVER_API_KEY (it would go to all of them):
@@ -153,8 +154,15 @@ class RemoteCatalog:
                 return config, key[: -len(suffix)]
         return None
 
-    def has(self, key: str) -> bool:
-        return self._lookup(key) is not None
+    def handles(self, name: str) -> bool:
+        return self._lookup(name) is not None
+
+    def add(self, name: str, *, offer: bool = True) -> ModelInfo:
+        """A server's model is offered already: this only checks that its server lists it."""
+        return self.info(name)
+
+    def catalog(self) -> list[ModelInfo]:
+        return self.infos()
 
     def load(self, key: str, progress: Callable[[float | None, str], None] | None = None) -> RemoteModel:
         found = self._lookup(key)

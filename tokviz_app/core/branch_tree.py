@@ -1,4 +1,4 @@
-"""What the local and the remote session share: the ids and text views, and the branch tree.
+"""What every session shares: the ids and text views, and the branch tree.
 
 A session built on this keeps `model` (with `decode` and `eos_token_ids`), `tokens` (the
 active branch's list), `_ids` (prompt + active tokens), `_n_prompt`, `_bos_added` and `_closed`.
@@ -10,7 +10,7 @@ from .errors import PositionError
 from .types import Branch, TokenStep
 
 
-class SessionCommon:
+class BranchTree:
     _branches: list[Branch]
     _active: int
     tokens: list[TokenStep]
@@ -27,10 +27,6 @@ class SessionCommon:
         return self.model.decode(ids)
 
     @property
-    def generated_text(self) -> str:
-        return self.model.decode(self._ids[self._n_prompt :])
-
-    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -42,7 +38,7 @@ class SessionCommon:
             self._branches = [Branch(id=0, tokens=self.tokens, parent=None, split=0)]
             self._active = 0
         else:
-            self._branches = [Branch(b.id, list(b.tokens), b.parent, b.split) for b in snapshot_branches]
+            self._branches = [b.copy() for b in snapshot_branches]
             self._active = next(i for i, b in enumerate(self._branches) if b.id == active_id)
             self.tokens = self._branches[self._active].tokens
 

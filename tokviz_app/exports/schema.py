@@ -12,7 +12,7 @@ import json
 import math
 import re
 
-from .errors import ImportFormatError
+from ..core.errors import ImportFormatError
 
 FORMAT = "tokviz-session"
 VERSION = 1

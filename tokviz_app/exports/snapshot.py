@@ -6,31 +6,13 @@ Pure Python on the engine's dataclasses; no torch.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
-from .snapshot_schema import FORMAT, MAX_IMPORT_BYTES, MAX_IMPORT_TOKENS, VERSION, check_fits, load, too_big
-from .types import Alternative, Branch, SamplingParams, TokenStep
+from .schema import FORMAT, MAX_IMPORT_BYTES, MAX_IMPORT_TOKENS, VERSION, check_fits, load, too_big
+from ..core.types import Alternative, Branch, SamplingParams, SessionSnapshot, TokenStep
 
 __all__ = ["FORMAT", "MAX_IMPORT_BYTES", "MAX_IMPORT_TOKENS", "VERSION", "SessionSnapshot", "check_fits", "from_json",
-           "snapshot_of", "step_from_dict", "step_to_dict", "to_dict", "to_json", "too_big"]
-
-
-@dataclass
-class SessionSnapshot:
-    """A session frozen in time: what export writes and import reads."""
-
-    model: dict
-    settings: SamplingParams
-    prompt: str
-    prompt_ids: list[int]
-    prompt_tokens: list[TokenStep]
-    branches: list[Branch]
-    active: int = 0
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def tokens(self) -> list[TokenStep]:
-        return self.branches[self.active].tokens
+           "step_from_dict", "step_to_dict", "to_dict", "to_json", "too_big"]
 
 
 def step_to_dict(step: TokenStep) -> dict:
@@ -45,22 +27,6 @@ def step_from_dict(data: dict) -> TokenStep:
     sampling = data.get("sampling")
     data["sampling"] = SamplingParams(**sampling) if sampling else None
     return TokenStep(**data)
-
-
-def snapshot_of(session, *, prompt: str | None = None, model: dict | None = None) -> SessionSnapshot:
-    """Freeze a live GenerationSession (or return a snapshot unchanged)."""
-    if isinstance(session, SessionSnapshot):
-        return session
-    m = session.model
-    return SessionSnapshot(
-        model=model or {"key": m.key, "label": m.label, "source": m.source},
-        settings=session.params,
-        prompt=prompt if prompt is not None else m.decode(session.token_ids[: len(session.prompt_tokens)]),
-        prompt_ids=[t.token_id for t in session.prompt_tokens],
-        prompt_tokens=list(session.prompt_tokens),
-        branches=[Branch(b.id, list(b.tokens), b.parent, b.split) for b in session.branches],
-        active=session.active_branch.id,
-    )
 
 
 def to_dict(snapshot: SessionSnapshot) -> dict:
@@ -84,7 +50,7 @@ def to_json(snapshot: SessionSnapshot) -> str:
 
 
 def from_json(text: str | bytes) -> SessionSnapshot:
-    """Parse an exported session against the strict schema (`snapshot_schema`).
+    """Parse an exported session against the strict schema (`exports/schema.py`).
 
     Raises ImportFormatError (a TokvizError) with one sentence on any bad input; slow for big files, so the
     page runs it in a worker thread (`ModelService.read_snapshot`).

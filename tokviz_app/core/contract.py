@@ -1,0 +1,219 @@
+"""The contract between the page and the engines: a backend offers models, a model starts sessions.
+
+The local engine (`engine/`), the remote one (`engine/remote/`) and the test fake all subclass these
+Protocols explicitly, so a missing method fails when the class is instantiated (abstract members), not
+when a user clicks. What a backend can do is declared in `Capabilities`, which the page reads instead of
+probing for attributes. Nothing here imports torch or NiceGUI.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from .types import Branch, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
+
+Progress = Callable[[float | None, str], None]  # (fraction or None, message), from a worker thread
+StopCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model's sessions can do; the page shows or hides features by these flags."""
+
+    streams: bool = False  # Generate to End is one streaming `generate()` call (a server request), not steps
+    exact_entropy: bool = True  # entropy over the whole vocabulary (False: from the few tokens a server returns)
+    full_vocabulary_rank: bool = True  # rank of any token (False: unknown beyond the returned alternatives)
+    vocabulary_search: bool = True  # `find_tokens` + `Session.score` work for any token
+    layer_access: bool = False  # per-layer hidden states (no backend offers them yet)
+    chat_template: bool = False  # a chat template for chat sessions (no backend offers chat sessions yet)
+
+
+@runtime_checkable
+class Session(Protocol):
+    """One text being generated: prompt tokens, generated tokens of the active branch, and the tree."""
+
+    model: Model
+    params: SamplingParams  # settings for the next steps (assignable)
+    tokens: list[TokenStep]  # the active branch's generated tokens; position = index
+    prompt_tokens: list[TokenStep]
+    finish_reason: str | None  # "eos", "length", "context", "stopped" after generate()
+    warnings: list[str]  # caveats about this session's numbers, for the page (e.g. a server's text prompts)
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool: ...
+
+    @property
+    @abstractmethod
+    def token_ids(self) -> list[int]: ...
+
+    @property
+    @abstractmethod
+    def text(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def branches(self) -> list[Branch]: ...
+
+    @property
+    @abstractmethod
+    def active_branch(self) -> Branch: ...
+
+    @abstractmethod
+    def step(self) -> TokenStep:
+        """Draw one token with `params`; raises ContextFullError when the window is full."""
+
+    @abstractmethod
+    def generate(self, max_new_tokens: int, *, should_stop: StopCheck | None = None,
+                 on_token: Callable[[TokenStep], None] | None = None) -> list[TokenStep]:
+        """Up to `max_new_tokens` tokens, stopping after end-of-text or when `should_stop()` turns true."""
+
+    @abstractmethod
+    def choose(self, position: int, token_id: int) -> TokenStep:
+        """Replace generated token `position` (or force the next one at `len(tokens)`); the old text
+        stays a branch."""
+
+    @abstractmethod
+    def score(self, position: int, token_ids: list[int]) -> list[tuple[int, float | None, int | None]]:
+        """(token_id, prob, rank) of any tokens at generated `position`."""
+
+    @abstractmethod
+    def switch_branch(self, branch_id: int) -> list[TokenStep]: ...
+
+    @abstractmethod
+    def truncate(self, n_tokens: int) -> None:
+        """Keep the first `n_tokens` generated tokens."""
+
+    @abstractmethod
+    def is_eos(self, step: TokenStep) -> bool: ...
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free the session's memory (KV cache); later calls raise TokvizError."""
+
+    def snapshot(self, prompt: str | None = None) -> SessionSnapshot:
+        """The session frozen for export (tokens, numbers, branches)."""
+        m = self.model
+        return SessionSnapshot(
+            model={"key": m.key, "label": m.label, "source": m.source},
+            settings=self.params,
+            prompt=prompt if prompt is not None else m.decode(self.token_ids[: len(self.prompt_tokens)]),
+            prompt_ids=[t.token_id for t in self.prompt_tokens],
+            prompt_tokens=list(self.prompt_tokens),
+            branches=[b.copy() for b in self.branches],
+            active=self.active_branch.id,
+        )
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A loaded model, shared by every tab; thread-safe."""
+
+    key: str
+    label: str
+    source: str
+    device: str
+    dtype: str
+    context_length: int | None  # None where a server does not say
+    vocab_size: int | None
+    eos_token_ids: frozenset[int]
+    capabilities: Capabilities
+    notices: list[str]  # what the page should say about this model's numbers
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]: ...
+
+    @abstractmethod
+    def decode(self, ids: list[int]) -> str: ...
+
+    @abstractmethod
+    def token_text(self, token_id: int) -> tuple[str, bool]:
+        """(readable text, partial-UTF-8 flag) of one token."""
+
+    @abstractmethod
+    def start(self, prompt: str, params: SamplingParams | None = None, *,
+              should_stop: StopCheck | None = None) -> Session:
+        """A session with every prompt token scored; CancelledWork when `should_stop()` turns true."""
+
+    @abstractmethod
+    def start_from_ids(self, ids: list[int], params: SamplingParams | None = None, *,
+                       should_stop: StopCheck | None = None) -> Session:
+        """A session whose prompt is these token ids (no tokenizer involved)."""
+
+    @abstractmethod
+    def restore(self, snapshot: SessionSnapshot) -> Session:
+        """A live session from a snapshot, without re-scoring."""
+
+    @abstractmethod
+    def find_tokens(self, query: str, limit: int = 20) -> list[tuple[int, str]]:
+        """Vocabulary search by readable text."""
+
+    @abstractmethod
+    def info(self) -> ModelInfo: ...
+
+    def score_text(self, text: str, params: SamplingParams, *, should_stop: StopCheck | None = None) -> Session:
+        """Every token of `text` scored, as a session whose generated tokens are the text after its first
+        token: the user can branch from any of them and keep generating."""
+        scored = self.start(text, params, should_stop=should_stop)
+        try:
+            steps, ids = list(scored.prompt_tokens), scored.token_ids
+        finally:
+            scored.close()
+        generated = [step.as_generated(i) for i, step in enumerate(steps[1:])]
+        return self.restore(SessionSnapshot(model={}, settings=params, prompt=text, prompt_ids=ids[:1],
+                                            prompt_tokens=steps[:1], branches=[Branch(0, generated)], active=0))
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A source of models: the local engine, or the models of `--server` URLs. The manager asks each
+    backend in turn whether it `handles` a name; nothing else distinguishes them."""
+
+    @abstractmethod
+    def handles(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def catalog(self) -> list[ModelInfo]: ...
+
+    @abstractmethod
+    def add(self, name: str, *, offer: bool = True) -> ModelInfo:
+        """Check a name (and offer it to every tab when `offer`); raises ModelNotFoundError."""
+
+    @abstractmethod
+    def load(self, name: str, progress: Progress | None = None) -> Model: ...
+
+    @abstractmethod
+    def unload(self, name: str) -> None: ...
+
+    @abstractmethod
+    def loaded(self) -> list[Model]: ...
+
+    def health(self) -> list[dict]:
+        """Per-server state for /healthz (backends without servers: none)."""
+        return []
+
+
+@runtime_checkable
+class ModelRegistry(Protocol):
+    """What the page needs from the process-wide model manager (the engine's `ModelManager`, or a test's)."""
+
+    @abstractmethod
+    def catalog(self) -> list[ModelInfo]: ...
+
+    @abstractmethod
+    def default_key(self) -> str: ...
+
+    @abstractmethod
+    def add(self, name: str, *, offer: bool = True) -> ModelInfo: ...
+
+    @abstractmethod
+    def load(self, name: str, progress: Progress | None = None) -> Model: ...
+
+    @abstractmethod
+    def loaded(self) -> list[Model]: ...
+
+    def health(self) -> list[dict]:
+        return []

@@ -1,0 +1,117 @@
+"""LoadedModel: a causal LM and its tokenizer on one device, the local backend's `Model`."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..core.contract import Capabilities, Model
+from ..core.errors import PromptTooLongError, TokvizError
+from ..core.types import ModelInfo, SamplingParams, SessionSnapshot
+from .catalog import ModelSpec
+from .devices import dtype_name
+from .kernels import KernelReport
+from .lane import InferenceLane
+from .session import GenerationSession
+from .texts import TokenTexts, prompt_ids, search_vocabulary
+
+
+class LoadedModel(Model):
+    """A causal LM and its tokenizer on one device (the local backend's `Model`).
+
+    Thread-safe: all forward passes go through its inference lane, which batches
+    the decoding steps of concurrent sessions.
+    """
+
+    def __init__(self, spec: ModelSpec, hf_model, tokenizer, device: str, dtype: torch.dtype, load_seconds: float,
+                 *, batching: bool = True, weight_bytes: int | None = None, kernels: KernelReport | None = None):
+        self.key = spec.key
+        self.label = spec.label
+        self.source = spec.source
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.dtype = dtype_name(dtype)
+        self.load_seconds = load_seconds
+        # counted before any kernel layout change (a packed copy is no longer a parameter)
+        self.weight_bytes = weight_bytes if weight_bytes is not None else parameter_bytes(hf_model)
+        self.capabilities = Capabilities()  # exact numbers over the whole vocabulary, steps (not streams)
+        self.notices: list[str] = []
+        config = hf_model.config
+        self.context_length = int(
+            getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 2048
+        )
+        self.vocab_size = int(config.get_text_config().vocab_size)
+        eos = getattr(config, "eos_token_id", None)
+        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+        eos_ids.add(tokenizer.eos_token_id)
+        self.eos_token_ids = frozenset(i for i in eos_ids if i is not None)
+        self.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self._texts = TokenTexts(tokenizer)
+        self.lane = InferenceLane(hf_model, device, batching=batching)
+        self._vocab_texts: list[str] | None = None  # built on the first vocabulary search
+        self.kernels = kernels  # the CPU kernel choice, where one was made
+
+    # --------------------------------------------------------------- text
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def token_text(self, token_id: int) -> tuple[str, bool]:
+        """(readable text, partial-UTF-8 flag) of one token."""
+        return self._texts.text(token_id)
+
+    # --------------------------------------------------------------- sessions
+    def start(self, prompt: str, params: SamplingParams | None = None, *,
+              should_stop: Callable[[], bool] | None = None) -> GenerationSession:
+        """A new session: the prompt is tokenised once and scored in one pass (chunked).
+
+        `should_stop` is asked between chunks of the prompt; when it says so, CancelledWork is raised."""
+        params = params or SamplingParams()
+        ids, bos_added = prompt_ids(self.encode, prompt, self.bos_token_id)
+        if len(ids) > self.context_length:
+            raise PromptTooLongError(
+                f"The prompt is {len(ids)} tokens long, but {self.label} reads at most {self.context_length} tokens. "
+                f"Shorten it by at least {len(ids) - self.context_length} tokens."
+            )
+        return GenerationSession(self, ids, params, bos_added=bos_added, should_stop=should_stop)
+
+    def start_from_ids(self, ids: list[int], params: SamplingParams | None = None, *,
+                       should_stop: Callable[[], bool] | None = None) -> GenerationSession:
+        if not ids:
+            raise TokvizError("A session needs at least one token.")
+        if len(ids) > self.context_length:
+            raise PromptTooLongError(f"{len(ids)} tokens do not fit the context of {self.context_length}.")
+        return GenerationSession(self, list(ids), params or SamplingParams(), bos_added=False,
+                                 should_stop=should_stop)
+
+    def restore(self, snapshot: SessionSnapshot) -> GenerationSession:
+        """A live session from an exported snapshot: same tokens and numbers, no re-scoring."""
+        ids = list(snapshot.prompt_ids)
+        total = len(ids) + max((len(b.tokens) for b in snapshot.branches), default=0)
+        if total > self.context_length:
+            raise PromptTooLongError(f"This session has {total} tokens; {self.label} reads at most "
+                                     f"{self.context_length}.")
+        if any(i >= self.vocab_size for i in ids):
+            raise TokvizError(f"This session was made with a different vocabulary than {self.label}'s.")
+        return GenerationSession(self, ids, snapshot.settings, bos_added=False, restore=snapshot)
+
+    def find_tokens(self, query: str, limit: int = 20) -> list[tuple[int, str]]:
+        """Vocabulary search by readable text: exact matches first, then prefixes, then substrings."""
+        if not query:
+            return []
+        if self._vocab_texts is None:
+            self._vocab_texts = [self.token_text(i)[0] for i in range(self.vocab_size)]
+        return search_vocabulary(self._vocab_texts, query, limit)
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(self.key, self.label, self.source, status="loaded",
+                         extra={"device": self.device, "dtype": self.dtype, "context_length": self.context_length,
+                                "vocab_size": self.vocab_size, "load_seconds": round(self.load_seconds, 2)})
+
+
+def parameter_bytes(hf_model) -> int:
+    return sum(p.numel() * p.element_size() for p in hf_model.parameters())
