@@ -54,7 +54,7 @@ async def run(n_tokens: int, repeats: int) -> dict[str, float]:
     from tests.fake_backend import FakeModelManager
     from tokviz_app.config import Settings
     from tokviz_app.service import ModelService
-    from tokviz_app.ui.root import build_page
+    from tokviz_app.ui.page import build_page
 
     results: dict[str, float] = {}
     async with user_simulation() as user:

@@ -38,14 +38,14 @@ def tiny_model(engine_manager, tiny_model_path):
 def tokviz_page(user):  # `user` first: it resets NiceGUI's globals before we add the page
     """Register the tokviz page ('/') for this test: `app = tokviz_page(manager=..., settings=...)`.
 
-    Returns a namespace with manager, service, settings and `controllers` (one TabController per opened tab).
+    Returns a namespace with manager, service, settings and `controllers` (one Tab per opened tab).
     """
     from nicegui import ui
 
     from tests.fake_backend import FakeModelManager
     from tokviz_app.config import Settings
     from tokviz_app.service import ModelService
-    from tokviz_app.ui.root import build_page
+    from tokviz_app.ui.page import build_page
 
     def register(manager=None, settings=None, **fake_options):
         manager = manager if manager is not None else FakeModelManager(**fake_options)

@@ -190,7 +190,8 @@ class FakeSession(BranchTree, Session):
             return step
 
     def generate(self, max_new_tokens: int, *, should_stop=None, on_token=None) -> list[TokenStep]:
-        """Like the engine's: stops after end-of-text, or when `should_stop()` turns true."""
+        """Like the engine's: stops after end-of-text, when `should_stop()` turns true, or at a full
+        context window (finish_reason "context", no error)."""
         self.model.manager.generate_calls += 1
         steps: list[TokenStep] = []
         self.finish_reason = "length"
@@ -198,7 +199,10 @@ class FakeSession(BranchTree, Session):
             if should_stop is not None and should_stop():
                 self.finish_reason = "stopped"
                 break
-            step = self.step()
+            try:
+                step = self.step()
+            except ContextFullError:  # step() set finish_reason "context"
+                break
             steps.append(step)
             if on_token is not None:
                 on_token(step)
@@ -320,7 +324,10 @@ class FakeModel(Model):
 
     def start(self, prompt: str, params: SamplingParams | None = None, *,
               should_stop: Callable[[], bool] | None = None) -> FakeSession:
-        return self.start_from_ids(tokenize(prompt) or [EOS_ID], params)
+        ids = tokenize(prompt)
+        session = self.start_from_ids(ids or [EOS_ID], params)
+        session._bos_added = not ids  # as the engine: an empty prompt starts from end-of-text, left out of `text`
+        return session
 
     def start_from_ids(self, ids: list[int], params: SamplingParams | None = None, *,
                        should_stop: Callable[[], bool] | None = None) -> FakeSession:
@@ -359,6 +366,7 @@ FAILING = {
 
 
 class FakeModelManager(ModelRegistry):
+    device = "cpu"
     streams = False  # a test sets True: sessions stream Generate to End through generate(), as remote ones do
     def __init__(self, *, step_delay: float = 0.0, load_delay: float = 0.0, context_length: int = 512,
                  eos_at: int | None = None, extra_failing: bool = True) -> None:

@@ -156,10 +156,10 @@ async def test_script_in_prompt_and_in_tokens_is_text(user: User, tokviz_page) -
     set_prompt(user, "<script>alert(1)</script><img src=x onerror=alert(2)>")
     user.find("Generate Next Token").click()
     await idle(c)
-    await c.choose(0, VOCAB_TEXT.index("<script>"))  # a choice drops the tokens after it
+    await c.branching.choose(0, VOCAB_TEXT.index("<script>"))  # a choice drops the tokens after it
     user.find("Generate Next Token").click()
     await idle(c)
-    await c.choose(1, VOCAB_TEXT.index(" <b>"))
+    await c.branching.choose(1, VOCAB_TEXT.index(" <b>"))
     assert [chip.text for chip in chips(user)] == ["<script>", "·<b>"]
     assert "<script>" in [chip.text for chip in prompt_chips(user)]
     with user:
@@ -179,8 +179,8 @@ async def test_an_unknown_model_name_is_refused_server_side(user: User, tokviz_p
     await user.open("/")
     c = app.controllers[0]
     assert "new-value-mode" not in user.find(marker="model-select").elements.pop().props, "no typing"
-    c.select_model("evil/model")  # even if a crafted event got it into the state: checked before loading
-    await c.initialize()
+    c.models.select("evil/model")  # even if a crafted event got it into the state: checked before loading
+    await c.models.initialize()
     assert app.manager.load_calls == 0 and c.state.model is None
     assert "'evil/model' is not one of the models offered here" in status(user)
     assert any("not one of the models offered" in m for m in seen)
@@ -297,7 +297,7 @@ async def test_choosing_an_alternative_while_generating(user: User, real_page) -
     assert c.state.generating
     step = c.state.tokens[1]
     alt = next(a for a in step.alternatives if a.token_id != step.token_id)
-    await c.choose(1, alt.token_id)
+    await c.branching.choose(1, alt.token_id)
     await idle(c, 30)
     assert [s.token_id for s in c.state.tokens][:2] == [c.state.tokens[0].token_id, alt.token_id]
     assert len(c.state.tokens) == 2 and len(chips(user)) == 2

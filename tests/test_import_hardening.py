@@ -298,10 +298,10 @@ async def test_a_bad_import_keeps_the_current_session(user: User, tokviz_page) -
         assert [ch.props["data-prob"] for ch in chips(user)] == shown
 
     for name in ("deep nesting", "text as an int", "logprob -1e308", "token id 10^30", "greedy as the payload"):
-        await c.import_json(BAD_FILES[name])
+        await c.files.import_json(BAD_FILES[name])
         await user.should_see("This ")  # the notification
         unchanged()
-    await c.import_json(BAD_FILES["prob as a string"])
+    await c.files.import_json(BAD_FILES["prob as a string"])
     await user.should_see("branches[0].tokens[1].prob must be a number from 0 to 1 (found '0.5').")
     unchanged()
 
@@ -309,7 +309,7 @@ async def test_a_bad_import_keeps_the_current_session(user: User, tokviz_page) -
     model = c.state.model
     foreign = make_snapshot(key=model.key)
     foreign.branches[0].tokens[1] = TokenStep(model.vocab_size + 5, "x", 0.5, -0.69, 1, 1.0, 0.5, position=1)
-    await c.import_json(to_json(foreign).encode())
+    await c.files.import_json(to_json(foreign).encode())
     await user.should_see(f"This session uses token id {model.vocab_size + 5}")
     unchanged()
 
@@ -323,7 +323,7 @@ async def test_a_bad_import_keeps_the_current_session(user: User, tokviz_page) -
     assert len(c.state.tokens) == 6
 
     # a good file still imports (read-only: its model is not loaded), replacing the session
-    await c.import_json(to_json(make_snapshot()).encode())
+    await c.files.import_json(to_json(make_snapshot()).encode())
     await user.should_see("read-only")
     assert handle.closed and len(chips(user)) == 4
 

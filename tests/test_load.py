@@ -116,9 +116,9 @@ async def test_twenty_users_generate_concurrently_for_30_seconds(user: User, cre
     run = await crowd(app, create_user, USERS, SECONDS, peak)
     await asyncio.sleep(1.0)
     after, blocks_after = rss_mb(), sys.getallocatedblocks()
-    from tokviz_app.ui.controller import TabController
+    from tokviz_app.ui.tab import Tab
 
-    closed_alive = sum(1 for o in gc.get_objects() if type(o) is TabController and o.state.closed)
+    closed_alive = sum(1 for o in gc.get_objects() if type(o) is Tab and o.state.closed)
     tokens, elapsed = run["tokens"], run["elapsed"]
     total = sum(tokens)
     print(f"\nload: {USERS} users x {elapsed:.1f} s on the tiny model: {total} tokens ({total / elapsed:.0f}/s in all), "

@@ -179,8 +179,8 @@ async def test_double_click_starts_one_generation(user: User, tokviz_page) -> No
     user.find(marker="max-tokens").elements.pop().value = 20
     user.find("Generate to End").click()
     user.find("Generate to End").click()  # a fast double click: the button may not be disabled yet
-    c.generate_to_end()  # and a click that raced the disabling
-    c.generate_next()
+    c.generation.to_end()  # and a click that raced the disabling
+    c.generation.next()
     await idle(c)
     assert len(chips(user)) == 20
     assert app.manager.steps == 20

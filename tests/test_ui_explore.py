@@ -25,9 +25,9 @@ from tokviz_app.present.text import percent, visible_text
 def downloads(monkeypatch):
     """Capture ui.download.content calls: a list of (bytes, filename)."""
     got: list[tuple[bytes, str]] = []
-    from tokviz_app.ui.controller import TabController
+    from tokviz_app.ui.flows.files import Files
 
-    monkeypatch.setattr(TabController, "download", staticmethod(lambda content, filename, media_type: got.append(
+    monkeypatch.setattr(Files, "download", staticmethod(lambda content, filename, media_type: got.append(
         (content, filename))))
     return got
 
@@ -46,7 +46,7 @@ async def generate(user: User, c, n: int) -> None:
     user.find(marker="max-tokens").elements.pop().value = n
     user.find("Generate to End").click()
     await wait_until(lambda: not c.state.busy and len(c.state.tokens) >= 1, 30, "generation")
-    await wait_until(lambda: c.active_branch is not None, 10, "the branch panel")
+    await wait_until(lambda: c.state.active_branch is not None, 10, "the branch panel")
 
 
 def has(user: User, marker: str) -> bool:
@@ -95,7 +95,7 @@ async def test_branch_tree_keeps_and_switches(user: User, tokviz_page, engine_ma
     await wait_until(lambda: [s.token_id for s in c.state.tokens] == original, 30, "branch 0")
     assert [int(chip.props["data-prob"] != "") for chip in chips(user)] == [1] * 6
     assert [chip.text for chip in chips(user)] == [visible_text(s.text) for s in c.state.tokens]
-    assert c.chart.chart.options["series"][0]["data"] == [round(s.prob, 6) for s in c.state.tokens]
+    assert c.views.chart.chart.options["series"][0]["data"] == [round(s.prob, 6) for s in c.state.tokens]
     await wait_until(lambda: "tv-branch-active" in branch_entries(user)[0].classes, 10, "highlight")
     assert "tv-split" in chips(user)[2].classes
     user.find(marker="branch-1").click()
@@ -137,7 +137,7 @@ async def test_colour_modes_and_legend(user: User, tokviz_page) -> None:
         for chip, step in zip(chips(user), c.state.tokens):
             assert mode_class(step, mode) in chip.classes
     user.find(marker="colorblind").elements.pop().value = True
-    assert c.palette == "colorblind"
+    assert c.state.palette == "colorblind"
     assert "body.tv-cb" in mode_css() and ".tv-mode-rank .tv-r-green" in mode_css()
 
 
@@ -170,7 +170,7 @@ async def test_chart_follows_the_text(user: User, tokviz_page) -> None:
     assert series["data"] == [round(s.prob, 6) for s in c.state.tokens]
     user.find(marker="token-2").click()  # selecting a token highlights its point
     assert series["markPoint"]["data"][0]["coord"] == [2, round(c.state.tokens[2].prob, 6)]
-    c.chart.on_point(4)  # what a click on point 4 does
+    c.views.chart.on_point(4)  # what a click on point 4 does
     await user.should_see(content="generated token 4")
     assert "tv-selected" in chips(user)[4].classes
     assert series["markPoint"]["data"][0]["coord"][0] == 4
@@ -183,12 +183,12 @@ async def test_chart_follows_the_text(user: User, tokviz_page) -> None:
 async def test_chart_is_throttled_while_streaming(user: User, tokviz_page) -> None:
     _, c = await open_ready(user, tokviz_page, step_delay=0.01)
     updates = []
-    original = c.chart.flush
-    c.chart.flush = lambda: (updates.append(len(c.chart.steps)), original())
+    original = c.views.chart.flush
+    c.views.chart.flush = lambda: (updates.append(len(c.views.chart.steps)), original())
     user.find(marker="max-tokens").elements.pop().value = 60
     user.find("Generate to End").click()
     await idle(c, 10)
-    assert len(c.chart.chart.options["series"][0]["data"]) == 60
+    assert len(c.views.chart.chart.options["series"][0]["data"]) == 60
     assert 1 <= len(updates) < 30, updates
 
 
@@ -303,7 +303,7 @@ async def test_import_read_only_and_bad_files(user: User, tokviz_page, downloads
                                prompt_tokens=list(session.prompt_tokens),
                                branches=[Branch(0, list(session.tokens))])
     text = to_json(snapshot)
-    await c.import_json(text.encode())
+    await c.files.import_json(text.encode())
     await user.should_see(content="read-only: initialize GPT-2 Medium to continue")
     assert [float(ch.props["data-prob"]) for ch in chips(user)] == [float(f"{s.prob:.6f}") for s in session.tokens]
     assert user.find(marker="temperature").elements.pop().value == 0.7
@@ -314,9 +314,9 @@ async def test_import_read_only_and_bad_files(user: User, tokviz_page, downloads
     user.find(marker="export-json").click()  # a read-only import exports unchanged
     await wait_until(lambda: downloads, 10, "the export")
     assert downloads[-1][0].decode() == text
-    await c.import_json(b"{not json")
+    await c.files.import_json(b"{not json")
     await user.should_see("This file is not valid JSON")
-    await c.import_json(json.dumps({"format": "something-else"}))
+    await c.files.import_json(json.dumps({"format": "something-else"}))
     await user.should_see("This JSON is not a tokviz session export.")
 
 
@@ -365,50 +365,50 @@ def key(name: str, **mods):
 
 async def test_keyboard_shortcuts(user: User, tokviz_page) -> None:
     _, c = await open_ready(user, tokviz_page)
-    c.on_key(key("n"))
+    c.keyboard.on_key(key("n"))
     await idle(c)
     assert len(c.state.tokens) == 1
     user.find(marker="max-tokens").elements.pop().value = 5
-    c.on_key(key("g"))
+    c.keyboard.on_key(key("g"))
     await idle(c)
     assert len(c.state.tokens) == 6
-    c.on_key(key("ArrowLeft"))  # nothing selected: the last token
+    c.keyboard.on_key(key("ArrowLeft"))  # nothing selected: the last token
     assert c.state.selected.position == 5
-    c.on_key(key("ArrowLeft"))
-    c.on_key(key("ArrowLeft"))
+    c.keyboard.on_key(key("ArrowLeft"))
+    c.keyboard.on_key(key("ArrowLeft"))
     assert c.state.selected.position == 3 and "tv-selected" in chips(user)[3].classes
-    c.on_key(key("ArrowRight"))
+    c.keyboard.on_key(key("ArrowRight"))
     assert c.state.selected.position == 4
-    assert c.chart.selected == 4
-    c.on_key(key("ArrowDown"))  # opens the menu and highlights the first alternative
+    assert c.views.chart.selected == 4
+    c.keyboard.on_key(key("ArrowDown"))  # opens the menu and highlights the first alternative
     await user.should_see(content="Alternatives for token 4")
-    c.on_key(key("ArrowDown"))
-    c.on_key(key("ArrowDown"))
-    c.on_key(key("ArrowUp"))
+    c.keyboard.on_key(key("ArrowDown"))
+    c.keyboard.on_key(key("ArrowDown"))
+    c.keyboard.on_key(key("ArrowUp"))
     assert "tv-alt-focus" in user.find(marker="alt-1").elements.pop().classes
     assert "tv-alt-focus" not in user.find(marker="alt-2").elements.pop().classes
     target = c.state.tokens[4].alternatives[1].token_id
-    c.on_key(key("Enter"))
+    c.keyboard.on_key(key("Enter"))
     await wait_until(lambda: len(c.state.tokens) == 5 and c.state.tokens[4].token_id == target and not c.state.busy,
                      message="the keyboard choice")
-    c.on_key(key("ArrowLeft"))
-    c.on_key(key("Enter"))  # no menu open: Enter opens it
+    c.keyboard.on_key(key("ArrowLeft"))
+    c.keyboard.on_key(key("Enter"))  # no menu open: Enter opens it
     await user.should_see(content="Alternatives for token 3")
-    c.on_key(key("Escape"))
-    assert c.tokens.menu is None
-    c.on_key(key("n", ctrl=True))  # ctrl-n is the browser's, not ours
+    c.keyboard.on_key(key("Escape"))
+    assert c.views.tokens.menu is None
+    c.keyboard.on_key(key("n", ctrl=True))  # ctrl-n is the browser's, not ours
     await idle(c)
     assert len(c.state.tokens) == 5
-    c.on_key(key("?"))
+    c.keyboard.on_key(key("?"))
     await user.should_see(content="Keyboard shortcuts")
     await user.should_see(content="generate to the end")
 
 
 async def test_escape_stops_generation(user: User, tokviz_page) -> None:
     _, c = await open_ready(user, tokviz_page, step_delay=0.03)
-    c.on_key(key("g"))
+    c.keyboard.on_key(key("g"))
     await wait_until(lambda: len(c.state.tokens) >= 2, message="a few tokens")
-    c.on_key(key("Escape"))
+    c.keyboard.on_key(key("Escape"))
     assert not c.state.busy
     await user.should_see(content="stopped")
 

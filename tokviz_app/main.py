@@ -14,6 +14,7 @@ from nicegui.client import ClientConnectionTimeout
 
 from . import health
 from .config import Settings, fail, parse_settings
+from .core.contract import ModelRegistry
 from .core.errors import TokvizError
 from .service import ModelService
 
@@ -21,14 +22,14 @@ from .service import ModelService
 CONNECT_TIMEOUT_S = 30.0  # a page whose websocket has not connected by then is dropped (NiceGUI: 60-70 s)
 
 
-def _device_name(manager: Any) -> str:
+def _device_name(manager: ModelRegistry) -> str:
     """The manager's default device, resolved ("auto" -> "cuda"/"mps"/"cpu")."""
     try:
         from .engine.devices import resolve_device
 
-        return resolve_device(getattr(manager, "device", None) or "auto")
-    except Exception:  # noqa: BLE001 - a fake manager in tests, or an unavailable device
-        return str(getattr(manager, "device", "auto"))
+        return resolve_device(manager.device)
+    except TokvizError:  # an unavailable device: the page says so when a model loads
+        return manager.device
 
 
 def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None = None, environ: Mapping[str, str] | None 
     return parse_settings(argv, environ)
 
 
-def create_app(settings: Settings, manager: Any = None) -> ModelService:
+def create_app(settings: Settings, manager: ModelRegistry | None = None) -> ModelService:
     """Create the shared service and register the page and /healthz. No server is started here."""
     if manager is None:
         from .engine import ModelManager
@@ -66,7 +67,7 @@ def create_app(settings: Settings, manager: Any = None) -> ModelService:
 
     @ui.page("/")
     async def index(client: Client) -> None:
-        from .ui.root import add_page_assets, build_page
+        from .ui.page import add_page_assets, build_page
 
         # A plain GET that never opens its websocket (a crawler, a scan, a flood) costs only this shell:
         # NiceGUI keeps such a page for a minute, and the full page was ~0.6 MB. The page is built once

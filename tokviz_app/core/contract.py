@@ -200,6 +200,8 @@ class Backend(Protocol):
 class ModelRegistry(Protocol):
     """What the page needs from the process-wide model manager (the engine's `ModelManager`, or a test's)."""
 
+    device: str  # the device asked for local models: "auto", "cpu", "cuda", …
+
     @abstractmethod
     def catalog(self) -> list[ModelInfo]: ...
 

@@ -114,3 +114,17 @@ def detailed_hover_text(step, top: int = 5) -> str:
     if step.alternatives:
         lines.append("top: " + ", ".join(f"{visible_text(a.text)} {percent(a.prob)}" for a in step.alternatives[:top]))
     return "\n".join(lines)
+
+
+def perplexity_text(steps) -> str:
+    """The line under the text: perplexity and total log-prob of the scored tokens ("" when none are)."""
+    scored = [s.logprob for s in steps if number(s.logprob) is not None]
+    if not scored:
+        return ""
+    total = sum(scored)
+    return f"sequence perplexity {math.exp(-total / len(scored)):.3f} · log-prob {total:.2f} over {len(scored)} tokens"
+
+
+def count(n: int, noun: str) -> str:
+    """"1 token", "2 tokens"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -12,16 +12,17 @@ from typing import Any
 from nicegui import ui
 
 from ..core.types import TokenStep
+from .state import TabState
 from ..present.scales import CHART_METRICS, SCALE, metric_value
 
 THROTTLE = 0.2
 
 
 class TokenChart:
-    def __init__(self, on_point: Callable[[int], Any]) -> None:
+    def __init__(self, state: TabState, on_point: Callable[[int], Any]) -> None:
+        self.state = state
         self.on_point = on_point
         self.metric = "prob"
-        self.steps: list[TokenStep] = []
         self.selected: int | None = None
         self._last = 0.0
         self._dirty = False
@@ -47,22 +48,21 @@ class TokenChart:
         }
 
     # ----------------------------------------------------------------- data
-    def set_steps(self, steps: list[TokenStep]) -> None:
-        self.steps = list(steps)
+    @property
+    def steps(self) -> list[TokenStep]:
+        """The generated tokens shown: the tab's state is the only list of them."""
+        return self.state.tokens
+
+    def render_all(self) -> None:
         if self.selected is not None and self.selected >= len(self.steps):
             self.selected = None
         self.flush()
 
-    def append(self, step: TokenStep) -> None:
-        """Streaming: pushed to the browser at most every THROTTLE seconds."""
-        self.steps.append(step)
+    def changed(self) -> None:
+        """Tokens were added or removed: pushed to the browser at most every THROTTLE seconds."""
         self._dirty = True
         if time.monotonic() - self._last >= THROTTLE:
             self.flush()
-
-    def truncate(self, n: int) -> None:
-        del self.steps[n:]
-        self._dirty = True
 
     def set_metric(self, metric: str) -> None:
         self.metric = metric

@@ -9,6 +9,7 @@ from typing import Any
 from nicegui import ui
 
 from ..core.types import ModelInfo
+from .state import TabState
 
 STATUS_TEXT = {
     "cached": "cached",
@@ -54,6 +55,7 @@ class ModelPicker:
                 .mark("load-progress")
             self.progress.set_visibility(False)
             self.status = ui.label("No model loaded yet.").classes("tv-status").mark("model-status")
+            self.notes = ui.column().classes("gap-0").mark("model-notes")  # what a server's numbers lack
         self.describe(selected)
 
     def describe(self, key: str | None) -> None:
@@ -83,6 +85,12 @@ class ModelPicker:
     def hide_progress(self) -> None:
         self.progress.set_visibility(False)
 
+    def set_notes(self, notes: list[str]) -> None:
+        self.notes.clear()
+        with self.notes:
+            for note in notes:
+                ui.label(note).classes("tv-muted text-caption").mark("model-note")
+
     def set_status(self, text: str, *, error: bool = False) -> None:
         self.status.set_text(text)
         self.status.classes(replace="tv-status tv-error" if error else "tv-status")
@@ -90,17 +98,19 @@ class ModelPicker:
 
 class NumberBox(ui.number):
     """ui.number that survives inf and nan (typed as 1e999, or sent by a crafted event): NiceGUI's own
-    conversion raises on them, a traceback and no message. They are kept, and the flows that read the
-    value say what is wrong."""
+    conversion raises on them, a traceback and no message. They are kept as text ("nan", "inf": equal to
+    themselves, so a two-way binding settles, where nan != nan would bounce forever), and the flows that
+    read the value say what is wrong."""
 
-    def _event_args_to_value(self, e: Any) -> float | None:
+    def _event_args_to_value(self, e: Any) -> float | str | None:
         try:
-            return super()._event_args_to_value(e)
+            value = super()._event_args_to_value(e)
         except ValueError:  # text that is no number
-            return math.nan
+            return "nan"
+        return str(value) if isinstance(value, float) and not math.isfinite(value) else value
 
     def _value_to_model_value(self, value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, str) or (isinstance(value, float) and not math.isfinite(value)):
             return str(value)
         if value is not None and self.format is None:  # NiceGUI compares with the old value via int(): no
             return str(int(value)) if float(value) == int(value) else str(value)
@@ -108,10 +118,12 @@ class NumberBox(ui.number):
 
 
 class GenerationControls:
-    def __init__(self, *, prompt: str, max_tokens: int, max_limit: int, on_next: Callable[[], Any],
+    """The prompt box, the buttons and the settings; their values live in the tab's state (`bind`)."""
+
+    def __init__(self, *, max_limit: int, on_next: Callable[[], Any],
                  on_end: Callable[[], Any], on_stop: Callable[[], Any], on_reset: Callable[[], Any]) -> None:
         with ui.card().classes("tv-card w-full").mark("prompt-card"):
-            self.prompt = ui.textarea("Prompt", value=prompt).props("autogrow outlined").classes("w-full") \
+            self.prompt = ui.textarea("Prompt").props("autogrow outlined").classes("w-full") \
                 .mark("prompt")
             with ui.row().classes("w-full items-center gap-2 tv-buttons"):
                 self.next = ui.button("Generate Next Token", on_click=on_next) \
@@ -122,7 +134,7 @@ class GenerationControls:
                     .props("no-caps").mark("Stop", "stop")
                 self.reset = ui.button("Reset", on_click=on_reset).props("outline no-caps") \
                     .mark("Reset", "reset")
-                self.max_tokens = NumberBox("Max new tokens", value=max_tokens, min=1, max=max_limit, step=1,
+                self.max_tokens = NumberBox("Max new tokens", min=1, max=max_limit, step=1,
                                             precision=0).classes("tv-max-tokens").mark("max-tokens")
             with ui.expansion("Sampling", icon="tune").classes("w-full tv-sampling").mark("sampling"):
                 with ui.row().classes("items-center gap-3"):
@@ -145,3 +157,9 @@ class GenerationControls:
         self.end.set_enabled(ready and not busy)
         self.stop.set_enabled(generating)
         self.reset.set_enabled(ready or busy)
+
+    def bind(self, state: TabState) -> None:
+        """The prompt and every setting, bound both ways to the tab's state (the flows read the state)."""
+        self.prompt.bind_value(state, "prompt")
+        for name in ("max_tokens", "temperature", "top_k", "top_p", "seed", "greedy"):
+            getattr(self, name).bind_value(state, name)

@@ -17,6 +17,7 @@ from nicegui.element import Element
 from nicegui.elements.mixins.text_element import TextElement
 
 from ..core.types import TokenStep
+from .state import TabState
 from ..present.scales import prob_class, step_classes
 from ..present.text import hover_text, percent, visible_text
 
@@ -52,11 +53,11 @@ def _breaks(text: str) -> list[Element]:
 class TokenView:
     """The prompt's chips, then the generated chips; callbacks report clicks and choices."""
 
-    def __init__(self, *, on_select: Callable[[TokenStep], Any],
+    def __init__(self, state: TabState, *, on_select: Callable[[TokenStep], Any],
                  on_choose: Callable[[int, int], Awaitable[None] | None]) -> None:
+        self.state = state
         self.on_select = on_select
         self.on_choose = on_choose
-        self.steps: list[TokenStep] = []
         self.chips: list[TokenChip] = []
         self._extras: list[list[Element]] = []  # line breaks that belong to each chip
         self._chunks: list[Element] = []
@@ -94,7 +95,6 @@ class TokenView:
             chip.on("click", lambda _, p=position: self.clicked(p), js_handler="() => emit()")
             chip.on("contextmenu.prevent", lambda _, p=position: self.clicked(p), js_handler="() => emit()")
             extras = _breaks(step.text)
-        self.steps.append(step)
         self.chips.append(chip)
         self._extras.append(extras)
         if position == 0:
@@ -113,7 +113,7 @@ class TokenView:
                     element.delete()
         if self.highlighted is not None and self.highlighted.is_deleted:
             self.highlighted = None
-        del self.chips[n:], self._extras[n:], self.steps[n:]
+        del self.chips[n:], self._extras[n:]
         while self._chunks and not self._chunks[-1].default_slot.children:
             self._chunks.pop().delete()
         self._update_placeholder()
@@ -126,7 +126,6 @@ class TokenView:
         self.box.clear()
         self.chips.clear()
         self._extras.clear()
-        self.steps.clear()
         self._chunks.clear()
         self._update_placeholder()
 
@@ -136,10 +135,15 @@ class TokenView:
         self.prompt_box.clear()
         self._update_placeholder()
 
-    def replace_all(self, steps: list[TokenStep]) -> None:
+    @property
+    def steps(self) -> list[TokenStep]:
+        """The generated tokens shown: the tab's state is the only list of them."""
+        return self.state.tokens
+
+    def render_all(self) -> None:
         """Show another branch: the generated chips are rebuilt once (a user action, not per token)."""
         self.clear()
-        for step in steps:
+        for step in self.state.tokens:
             self.append(step)
 
     def set_mode(self, mode: str) -> None:

@@ -1,0 +1,151 @@
+"""Picking and loading a model; attaching a loaded one to the tab."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nicegui import background_tasks
+
+from ...core.contract import Model
+from ...core.errors import TokvizError
+from ...inputs import public_message
+
+if TYPE_CHECKING:
+    from ..tab import Tab
+
+log = logging.getLogger("tokviz.ui")
+
+
+def load_error_message(error: BaseException, key: str) -> str:
+    if isinstance(error, TokvizError):
+        return str(error)
+    if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
+        return f"Not enough memory to load '{key}'. Close other programs or pick a smaller model."
+    return f"Could not load '{key}': {error}"
+
+
+class Models:
+    def __init__(self, tab: Tab) -> None:
+        self.tab = tab
+
+    def select(self, key: str | None) -> None:
+        """The dropdown changed: a model another tab loaded is ready at once; others wait for Initialize."""
+        tab, state = self.tab, self.tab.state
+        picker = tab.views.picker
+        state.model_key = key
+        picker.describe(key)
+        model = tab.service.loaded_model(key) if key else None
+        if model is not None and model is not state.model:
+            self.attach(model)
+        elif model is None and state.model is not None and not state.loading:
+            label = picker.infos[key].label if key in picker.infos else key
+            picker.set_status(f"Using {state.model.label}. Press Initialize Model to load {label}.")
+
+    async def initialize(self) -> None:
+        tab, state = self.tab, self.tab.state
+        picker = tab.views.picker
+        key = state.model_key
+        if state.loading or not key:
+            return
+        offered = key in {info.key for info in tab.service.catalog()}
+        key = self._permitted(key)
+        if key is None:
+            return
+        model = tab.service.loaded_model(key)
+        if model is None:
+            state.loading, state.error = True, ""
+            tab.refresh()
+            label = picker.infos[key].label if key in picker.infos else key
+            picker.show_progress(None, f"Loading {label}…")
+            try:
+                model = await tab.service.load(key, on_progress=self._on_progress)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # every failure becomes a message on the page
+                self._failed(key, error)
+                return
+            finally:
+                state.loading = False
+                tab.refresh()
+        if not offered:  # a typed name joins everyone's catalog only once it has loaded
+            try:
+                tab.service.add(key)
+            except TokvizError:
+                pass
+        if state.closed:
+            return
+        picker.hide_progress()
+        self.attach(model)
+        picker.refresh_catalog(tab.service.catalog())
+
+    def attach(self, model: Model) -> None:
+        """Use `model` in this tab: a different model starts over (an import of its text becomes live)."""
+        tab, state = self.tab, self.tab.state
+        if model is not state.model:
+            tab.cancel()
+            tab.drop_session()
+            imported = state.imported
+            tab.clear_view()
+            state.model = model
+            if imported is not None and imported.model.get("key") == model.key:
+                state.imported = imported
+                background_tasks.create(tab.files.make_import_live(), name="tokviz restore import")
+            tab.say("")
+        state.error = ""
+        tab.views.picker.set_status(f"Ready: {model.label} on {model.device} ({model.dtype}), "
+                                    f"context {model.context_length or 'unknown'} tokens, "
+                                    f"vocabulary {model.vocab_size or 'unknown'}.")
+        tab.views.picker.set_notes(model.notices)
+        tab.refresh()
+
+    def _failed(self, key: str, error: Exception) -> None:
+        tab = self.tab
+        message = load_error_message(error, key)
+        if tab.settings.allow_any_model:  # never show the server's own paths
+            message = public_message(message, key, _folder(key))
+        if not isinstance(error, TokvizError):
+            log.warning("loading %s failed", key, exc_info=error)
+        tab.state.error = message
+        if not tab.state.closed:
+            tab.views.picker.hide_progress()
+            tab.views.picker.set_status(message, error=True)
+            tab.notify(message, "negative")
+
+    def _permitted(self, key: str) -> str | None:
+        """The catalog key to load, or None with a message: only the offered models load, unless the
+        server runs with --allow-any-model; then a typed hub id or server-side folder joins the catalog."""
+        tab = self.tab
+        if key in {info.key for info in tab.service.catalog()}:
+            return key
+        if not tab.settings.allow_any_model:
+            message = f"'{key}' is not one of the models offered here (the server does not allow other models)."
+        else:
+            try:  # cheap: a name check or a folder lookup, no download; offered to all once it loads
+                info = tab.service.add(key, offer=False)
+            except TokvizError as error:
+                message = public_message(str(error), key, _folder(key))
+            else:
+                tab.views.picker.refresh_catalog([*tab.service.catalog(), info])  # this tab's list only
+                tab.views.picker.select.set_value(info.key)
+                tab.state.model_key = info.key
+                return info.key
+        tab.state.error = message
+        tab.views.picker.set_status(message, error=True)
+        tab.notify(message, "negative")
+        return None
+
+    def _on_progress(self, fraction: float | None, message: str) -> None:
+        """Progress from the loading thread, delivered on the event loop by the service."""
+        if not self.tab.state.closed and self.tab.state.loading:
+            self.tab.views.picker.show_progress(fraction, message)
+
+
+def _folder(name: str) -> str | None:
+    """The absolute path a typed folder name resolves to (to hide it from messages), else None."""
+    try:
+        return str(Path(name.strip()).expanduser().resolve())
+    except (OSError, RuntimeError, ValueError):
+        return None

@@ -1,0 +1,168 @@
+"""One tab: its state, its views, its flows, and the one guard every operation goes through.
+
+The guard: `begin()` claims the tab (busy, a new epoch) before anything is awaited, so double clicks
+and clicks during an operation are ignored instead of racing; `guard()` turns every failure into a
+message and releases the tab, unless another operation or a cancel has taken it since (the epoch moved
+on), in which case the stale operation keeps its hands off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from nicegui import background_tasks, ui
+
+from ..config import Settings
+from ..core.errors import ContextFullError, TokvizError
+from ..present.text import perplexity_text
+from ..service import ModelService, SessionHandle
+from .state import TabState
+from .views import TabViews
+
+log = logging.getLogger("tokviz.ui")
+
+
+@dataclass(eq=False)
+class Operation:
+    """One claim on the tab, from `Tab.begin` to the end of `Tab.guard`."""
+
+    tab: Tab
+    epoch: int
+    error: BaseException | None = None  # what failed (already shown to the user)
+
+    @property
+    def current(self) -> bool:
+        """Still the tab's operation: no cancel, no newer operation, tab open."""
+        state = self.tab.state
+        return state.epoch == self.epoch and not state.closed
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+class Tab:
+    def __init__(self, service: ModelService, settings: Settings, state: TabState) -> None:
+        from .flows.branching import Branching
+        from .flows.explore import Explore
+        from .flows.files import Files
+        from .flows.generation import Generation
+        from .flows.models import Models
+        from .keyboard import Keyboard
+
+        self.service = service
+        self.settings = settings
+        self.state = state
+        self.models = Models(self)
+        self.generation = Generation(self)
+        self.branching = Branching(self)
+        self.explore = Explore(self)
+        self.files = Files(self)
+        self.keyboard = Keyboard(self)
+        self.views = TabViews(self)  # built last: the views call into the flows above
+
+    # --------------------------------------------------------------- the guard
+    def begin(self, status: str = "", *, generating: bool = False) -> Operation | None:
+        """Claim the tab for one operation, or None (with nothing changed) when it is busy."""
+        state = self.state
+        if state.busy or state.loading or state.closed:
+            return None
+        state.busy, state.generating = True, generating
+        state.epoch += 1
+        if status:
+            self.say(status)
+        self.refresh()
+        return Operation(self, state.epoch)
+
+    @asynccontextmanager
+    async def guard(self, op: Operation, what: str) -> AsyncIterator[Operation]:
+        """Run one operation's awaits: an error becomes a message (`op.error`), the tab is released."""
+        try:
+            yield op
+        except asyncio.CancelledError:
+            raise
+        except ContextFullError as error:
+            op.error = error
+            self.notify(str(error), "warning")
+        except TokvizError as error:
+            op.error = error
+            self.notify(str(error), "negative")
+        except Exception as error:  # a bug or an odd input must not take the tab (or the server) down
+            op.error = error
+            log.warning("%s failed", what, exc_info=error)
+            self.notify(f"{what} failed: {type(error).__name__}: {error}", "negative")
+        finally:
+            if op.current:
+                self.state.busy = self.state.generating = False
+                self.state.task = None
+                self.refresh()
+
+    def cancel(self) -> bool:
+        """Cancel the running operation, if any; the tab is idle right away. True if one was running."""
+        state = self.state
+        task, state.task = state.task, None
+        state.epoch += 1
+        running = state.busy
+        state.busy = state.generating = False
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+        return running
+
+    # ------------------------------------------------------------- the session
+    def drop_session(self, handle: SessionHandle | None = None) -> None:
+        """Free `handle` (default: the tab's session) in the background."""
+        handle = handle or self.state.handle
+        if handle is None:
+            return
+        if self.state.handle is handle:
+            self.state.handle = None
+        if not handle.closed:
+            handle.closed = True
+            background_tasks.create(self.service.close(handle), name="tokviz close session")
+
+    def clear_view(self) -> None:
+        """Forget the shown text (prompt chips, tokens, selection, branches, import)."""
+        state = self.state
+        state.imported = None
+        state.tokens, state.prompt_tokens, state.selected = [], [], None
+        state.branches, state.active_branch = [], None
+        state.finish_reason = ""
+        self.views.clear()
+
+    def show_warnings(self) -> None:
+        """The session's caveats about its numbers (remote servers), each once."""
+        handle = self.state.handle
+        session = handle.session if handle is not None else None
+        for warning in session.warnings if session is not None else []:
+            if warning not in self.state.warned:
+                self.state.warned.add(warning)
+                self.notify(warning, "warning")
+
+    # ------------------------------------------------------------------ output
+    def refresh(self) -> None:
+        """Buttons enabled as the state allows."""
+        if not self.state.closed:
+            self.views.refresh()
+
+    def say(self, text: str) -> None:
+        """The line under the buttons."""
+        if not self.state.closed:
+            self.views.controls.status.set_text(text)
+
+    def show_perplexity(self) -> None:
+        self.views.perplexity.set_text(perplexity_text(self.state.tokens))
+
+    def notify(self, message: str, kind: str) -> None:
+        if not self.state.closed:
+            with self.views.root:
+                ui.notify(message, type=kind, multi_line=True)
+
+    def dispose(self) -> None:
+        """The tab is gone: cancel its work and free its session."""
+        self.state.closed = True
+        self.cancel()
+        self.drop_session()
