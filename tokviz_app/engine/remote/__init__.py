@@ -1,8 +1,8 @@
 """A second engine backend: models served by an OpenAI-compatible server that returns logprobs.
 
 vLLM (`vllm serve MODEL`), llama.cpp's `llama-server`, llama-cpp-python's server, or anything else
-that speaks `POST /v1/completions` with `logprobs`. `RemoteModel` and `RemoteSession` mirror
-`LoadedModel` and `GenerationSession` (same methods, same `TokenStep`s), so the page drives both alike.
+that speaks `POST /v1/completions` with `logprobs`. `RemoteModel` and `RemoteSession` implement the
+contract's `Model` and `Session` (core/contract.py), as the local engine does, so the page drives both alike.
 
 What the server tells us, and what it cannot:
 
@@ -19,15 +19,20 @@ What the server tells us, and what it cannot:
   (plain sampling, greedy, a top-k cut within the known tokens, a nucleus reached within them), else None.
 - Prompt scoring uses `echo` with `logprobs` where the server supports it (probed once per model).
 
+Modules: `servers` (addresses and their secrets), `client` (HTTP), `listing` (GET /models), `vocab` (token
+ids <-> text), `logprobs` (reading answers), `probe` (what a server does, found once per model), `model`,
+`session`, `scoring` (prompt and single-token scores), `steps` (answers as TokenSteps), `backend` (the catalog).
+
 No torch here: httpx and the tokenizer only.
 """
 
 
 from .backend import RemoteBackend
-from .client import ServerClient, ServerError, list_models, remote_key, remote_label
-from .servers import API_KEY_ENV, ServerConfig, build_configs, scrub
+from .client import ServerClient, ServerError
+from .listing import list_models, remote_key, remote_label
 from .logprobs import _Dist, _Tok  # noqa: F401  (used by the tests)
 from .model import RemoteModel
+from .servers import API_KEY_ENV, ServerConfig, build_configs, scrub
 from .session import RemoteSession
 
 __all__ = ["API_KEY_ENV", "RemoteBackend", "RemoteModel", "RemoteSession", "ServerClient", "ServerConfig",

@@ -11,15 +11,15 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
-from ...core.contract import Backend
+from ...core.contract import Backend, Progress
 from ...core.errors import ModelLoadError, ModelNotFoundError, TokvizError
 from ...core.types import ModelInfo
-from .client import (MODELS_DEADLINE, MODELS_TTL, ServerClient, ServerConfig, check_models, fetch_models, remote_key,
-                     remote_label)
+from .client import ServerClient
+from .listing import MODELS_DEADLINE, MODELS_TTL, ListedModel, check_models, fetch_models, remote_key, remote_label
 from .model import RemoteModel
-from .servers import scrub
+from .servers import ServerConfig, ServerOptions, scrub
 
 FIRST_WAIT = 2.0  # seconds after start during which infos() waits for first answers (engine users, tests)
 PLACEHOLDER = "server"  # model id of a server's own entry (connecting / unreachable)
@@ -31,7 +31,7 @@ class _Answer:
 
     checked: float | None = None  # time.monotonic() of the answer; None: none yet
     checked_wall: float | None = None
-    models: list[dict] = field(default_factory=list)
+    models: list[ListedModel] = field(default_factory=list)
     error: str | None = None  # could not list its models
     note: str | None = None  # listed them, but some entries were left out
     arrived: threading.Event = field(default_factory=threading.Event)
@@ -44,7 +44,7 @@ class RemoteBackend(Backend):
     pass ServerConfigs with their own keys."""
 
     def __init__(self, servers: Sequence[str | ServerConfig], first_wait: float = FIRST_WAIT) -> None:
-        shared = {"api_key": None} if len(servers) > 1 else {}
+        shared: ServerOptions = {"api_key": None} if len(servers) > 1 else {}
         self.configs = [ServerConfig.parse(s, **shared) for s in servers]
         self._clients = {c.url: ServerClient(c) for c in self.configs}
         self._answers = {c.url: _Answer() for c in self.configs}
@@ -105,7 +105,7 @@ class RemoteBackend(Backend):
         infos = []
         for config in self.configs:
             answer = self._answers[config.url]
-            extra: dict[str, Any] = {"remote": True, "server": config.url}
+            extra: dict[str, object] = {"remote": True, "server": config.url}
             placeholder = remote_key(config, PLACEHOLDER)
             if not answer.arrived.is_set():
                 infos.append(ModelInfo(placeholder, f"{config.netloc} (connecting…)", config.url,
@@ -122,7 +122,7 @@ class RemoteBackend(Backend):
                                        {**extra, "model": model["id"], "loaded": key in self._models}))
         return infos
 
-    def health(self) -> list[dict[str, Any]]:
+    def health(self) -> list[dict[str, object]]:
         """Each server's state for /healthz, from memory: "ok", "degraded" (no usable answer, or entries
         left out) or "pending" (not answered yet). Stale states are refreshed in the background."""
         self._refresh_stale()
@@ -164,7 +164,7 @@ class RemoteBackend(Backend):
     def catalog(self) -> list[ModelInfo]:
         return self.infos()
 
-    def load(self, key: str, progress: Callable[[float | None, str], None] | None = None) -> RemoteModel:
+    def load(self, key: str, progress: Progress | None = None) -> RemoteModel:
         found = self._lookup(key)
         if found is None:
             raise ModelNotFoundError(f"'{key}' is not a model of any configured server.")
@@ -172,8 +172,8 @@ class RemoteBackend(Backend):
         if model_id == PLACEHOLDER:  # a server's own entry (connecting / unreachable): ask again, explain
             self._fetch(config)
             answer = self._answers[config.url]
-            raise ModelLoadError(answer.error or f"{config.url} answers now; pick one of its models: "
-                                                 f"{', '.join(m['id'] for m in answer.models[:20]) or 'it lists none'}.")
+            names = ", ".join(m["id"] for m in answer.models[:20]) or "it lists none"
+            raise ModelLoadError(answer.error or f"{config.url} answers now; pick one of its models: {names}.")
         with self._key_locks[key]:
             model = self._models.get(key)
             if model is None:

@@ -7,7 +7,6 @@ import queue
 import re
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import httpx
@@ -18,7 +17,6 @@ from .servers import API_KEY_ENV, REQUEST_DEADLINE, ServerConfig, scrub
 TOP_N = 10  # alternatives per token, as the local engine
 DEEP_N = 100  # logprobs asked for where a deeper list helps (prompt scoring, a chosen token) and the server allows
 PROBE_TEXT = "The capital of France is"
-MODELS_TTL = 30.0  # seconds a server's model list is reused by the catalog
 MAX_ANSWER_BYTES = 256 * 2**20  # a JSON answer larger than this is refused, not read into memory
 
 
@@ -28,6 +26,14 @@ class ServerError(TokvizError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ServerContextFull(ContextFullError):
+    """The server refused a text longer than the model's context; `context_length` where it said."""
+
+    def __init__(self, message: str, context_length: int | None = None) -> None:
+        super().__init__(message)
+        self.context_length = context_length
 
 
 # ============================================================================ HTTP
@@ -50,23 +56,24 @@ class ServerClient:
         self._http.close()
 
     # ---------------------------------------------------------------- requests
-    def get(self, path: str, *, timeout: float | None = None, max_bytes: int = MAX_ANSWER_BYTES,
+    def get(self, path: str, *, root: bool = False, timeout: float | None = None, max_bytes: int = MAX_ANSWER_BYTES,
             deadline: float = REQUEST_DEADLINE) -> Any:
-        return self._send("GET", self.base + path, None, timeout, max_bytes=max_bytes, deadline=deadline)
+        """The server's JSON answer (any JSON: the caller checks its shape); `root`: outside /v1."""
+        return self._send("GET", (self.root if root else self.base) + path, None, timeout, max_bytes=max_bytes,
+                          deadline=deadline)
 
-    def post(self, path: str, body: dict, *, root: bool = False, timeout: float | None = None) -> Any:
+    def post(self, path: str, body: dict[str, Any], *, root: bool = False, timeout: float | None = None) -> Any:
         return self._send("POST", (self.root if root else self.base) + path, body, timeout)
 
-    def _send(self, method: str, url: str, body: dict | None = None, timeout: float | None = None, *,
+    def _send(self, method: str, url: str, body: dict[str, Any] | None = None, timeout: float | None = None, *,
               max_bytes: int = MAX_ANSWER_BYTES, deadline: float = REQUEST_DEADLINE) -> Any:
         """One request; the answer is read in chunks so that its size and total time stay bounded
         (a server that drips bytes never trips the read timeout)."""
-        kwargs: dict[str, Any] = {"json": body} if body is not None else {}
-        if timeout is not None:
-            kwargs["timeout"] = httpx.Timeout(timeout, connect=self.config.connect_timeout)
+        limit = httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout,
+                                                                                connect=self.config.connect_timeout)
         started = time.monotonic()
         try:
-            with self._http.stream(method, url, **kwargs) as response:
+            with self._http.stream(method, url, json=body, timeout=limit) as response:
                 chunks, size = [], 0
                 for chunk in response.iter_bytes():
                     size += len(chunk)
@@ -176,7 +183,7 @@ class ServerClient:
                               f"{self.config.read_timeout:.0f} s.")
         return self.error(f"The connection to the model server at {self.base} failed: {detail}.")
 
-    def _status_error(self, status: int, content: bytes, reason: str = "") -> ServerError:
+    def _status_error(self, status: int, content: bytes, reason: str = "") -> ServerError | ServerContextFull:
         """A readable error from a refusal; the server's own words are trimmed and scrubbed."""
         try:
             detail = _error_text(json.loads(content))
@@ -189,9 +196,8 @@ class ServerClient:
                               f"server).", status)
         if re.search(r"context length|context window|maximum context|context_length|prompt is too long", detail, re.I):
             match = re.search(r"maximum context length is (\d+)", detail)
-            error = ContextFullError(f"The model server says the text does not fit the model's context: {detail}")
-            error.context_length = int(match.group(1)) if match else None  # type: ignore[attr-defined]
-            return error  # type: ignore[return-value]
+            return ServerContextFull(f"The model server says the text does not fit the model's context: {detail}",
+                                     int(match.group(1)) if match else None)
         return self.error(f"The model server at {self.base} rejected the request (HTTP {status}): {detail}", status)
 
 
@@ -221,67 +227,3 @@ def _error_text(data: Any) -> str:
 
 def _short(error: Exception) -> str:
     return str(error) or type(error).__name__
-
-
-# ============================================================================ the model list
-MAX_MODELS = 200  # entries of one server in the dropdown
-MAX_ID_CHARS = 256
-MODELS_DEADLINE = 10.0  # the whole answer of GET /models (it runs in the background)
-MODELS_MAX_BYTES = 4 * 2**20
-
-
-def list_models(client: ServerClient) -> list[dict]:
-    """The server's models, each {"id", "max_model_len", "root"} with checked types (see `check_models`)."""
-    return check_models(fetch_models(client), client.base)[0]
-
-
-def fetch_models(client: ServerClient) -> Any:
-    """GET /models, bounded: MODELS_DEADLINE (or the shorter read timeout) for the whole answer."""
-    limit = min(MODELS_DEADLINE, client.config.read_timeout)
-    return client.get("/models", timeout=limit, max_bytes=MODELS_MAX_BYTES, deadline=limit)
-
-
-def check_models(answer: Any, base: str) -> tuple[list[dict], str | None]:
-    """Only what tokviz can use from a GET /models answer: ids that are short printable text, context
-    lengths that are positive integers, and a note saying what was left out (None when nothing was)."""
-    data = answer.get("data") if isinstance(answer, dict) else None
-    if not isinstance(data, list):
-        raise ServerError(f"The server at {base} did not list its models (GET /models).")
-    models: list[dict] = []
-    seen: set[str] = set()
-    bad = 0
-    for entry in data:
-        model_id = entry.get("id") if isinstance(entry, dict) else None
-        if not _clean_text(model_id, MAX_ID_CHARS):
-            bad += 1
-            continue
-        if model_id in seen:
-            continue
-        seen.add(model_id)
-        length = entry.get("max_model_len")
-        root = entry.get("root")
-        models.append({"id": model_id,
-                       "max_model_len": length if type(length) is int and 0 < length <= 100_000_000 else None,
-                       "root": root if _clean_text(root, 1024) else None})
-    notes = []
-    if bad:
-        notes.append(f"{bad} of its {len(data)} entries are not models tokviz can use (an id must be text of at "
-                     f"most {MAX_ID_CHARS} printable characters)")
-    if len(models) > MAX_MODELS:
-        notes.append(f"only the first {MAX_MODELS} of its {len(models)} models are offered")
-        models = models[:MAX_MODELS]
-    return models, ("; ".join(notes) or None)
-
-
-def _clean_text(value: Any, limit: int) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= limit and value.strip() == value and value.isprintable()
-
-
-def remote_key(config: ServerConfig, model_id: str) -> str:
-    return f"{model_id} @ {config.url}"
-
-
-def remote_label(config: ServerConfig, model_id: str) -> str:
-    model_id = str(model_id)
-    name = Path(model_id).name if ("/" in model_id and Path(model_id).suffix) else model_id
-    return f"{name} @ {config.netloc}"

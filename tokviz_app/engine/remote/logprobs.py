@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ...core.types import SamplingParams
 from .client import TOP_N, ServerError
+
+if TYPE_CHECKING:
+    from .vocab import Vocab
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,11 @@ class _Dist:
     def find(self, token_id: int) -> _Known | None:
         return next((k for k in self.known if k.id == token_id), None)
 
+    def logprob_of(self, token_id: int) -> float | None:
+        """The token's logprob where the server listed it, else None."""
+        known = self.find(token_id)
+        return known.logprob if known else None
+
     def alternatives(self) -> list[_Known]:
         return [k for k in self.known if k.in_top][:TOP_N]
 
@@ -108,11 +116,14 @@ class _Dist:
         return lambda token_id: table.get(token_id, 0.0)
 
 
+Resolve = Callable[[Any, Any, str], _Tok]  # (id, bytes, text) as a server's JSON gives them -> the token
+
+
 def _is_plain(params: SamplingParams) -> bool:
     return not params.greedy and params.temperature == 1.0 and params.top_k == 0 and params.top_p >= 1.0
 
 
-def _parse_logprobs(logprobs: Any, resolve: Callable[[Any, Any, str], _Tok]) -> list[_Entry]:
+def _parse_logprobs(logprobs: Any, resolve: Resolve) -> list[_Entry]:
     """Classic completions logprobs ({tokens, token_logprobs, top_logprobs}) or the newer list form
     ({content: [{id?, token, bytes?, logprob, top_logprobs: [...]}]}). Numbers that are not finite
     and <= 0 become unknown; a shape that is neither form is a ServerError, never a crash."""
@@ -120,20 +131,20 @@ def _parse_logprobs(logprobs: Any, resolve: Callable[[Any, Any, str], _Tok]) -> 
         return []
     try:
         return _read_logprobs(logprobs, resolve)
-    except (AttributeError, TypeError, ValueError, KeyError, OverflowError) as error:
+    except (AttributeError, TypeError, ValueError, KeyError, OverflowError) as error:  # e.g. a list item, no object
         raise ServerError(f"The model server sent logprobs that tokviz cannot read ({type(error).__name__}).") \
             from error
 
 
-def _read_logprobs(logprobs: dict, resolve: Callable[[Any, Any, str], _Tok]) -> list[_Entry]:
+def _read_logprobs(logprobs: dict, resolve: Resolve) -> list[_Entry]:
     entries: list[_Entry] = []
     if isinstance(logprobs.get("content"), list):
         for item in logprobs["content"]:
             top = item.get("top_logprobs")
             entries.append(_Entry(
-                resolve(item.get("id"), item.get("bytes"), str(item.get("token", ""))), _logprob(item.get("logprob")),
-                None if top is None else [(resolve(t.get("id"), t.get("bytes"), str(t.get("token", ""))),
-                                           _logprob(t["logprob"])) for t in top if _logprob(t.get("logprob")) is not None],
+                _listed_token(item, resolve), _logprob(item.get("logprob")),
+                None if top is None else [(_listed_token(t, resolve), _logprob(t["logprob"])) for t in top
+                                          if _logprob(t.get("logprob")) is not None],
             ))
         return entries
     tokens = logprobs.get("tokens") or []
@@ -148,6 +159,11 @@ def _read_logprobs(logprobs: dict, resolve: Callable[[Any, Any, str], _Tok]) -> 
     return entries
 
 
+def _listed_token(item: dict[str, Any], resolve: Resolve) -> _Tok:
+    """The token of one entry of the list form: {id?, token, bytes?, ...}."""
+    return resolve(item.get("id"), item.get("bytes"), str(item.get("token", "")))
+
+
 def _logprob(value: Any) -> float | None:
     """A log-probability as the server sent it, or None where it is not one (text, NaN, > 0)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -156,9 +172,30 @@ def _logprob(value: Any) -> float | None:
     return min(value, 0.0) if value <= 1e-6 and not math.isnan(value) else None  # -inf: "impossible"
 
 
-# ============================================================================ the model
+def align(entries: list[_Entry], ids: Sequence[int], vocab: Vocab) -> list[tuple[int, int]] | None:
+    """Pairs (entry index, prompt position) of an echoed prompt; control tokens the server left out are
+    skipped. None when the echo does not spell the prompt."""
+    pairs, k = [], 0
+    for j, entry in enumerate(entries):
+        while k < len(ids) and not _matches(entry.token, ids[k], vocab) and ids[k] in vocab.special_ids:
+            k += 1
+        if k >= len(ids):
+            break  # the completion after the prompt
+        if not _matches(entry.token, ids[k], vocab):
+            return None
+        pairs.append((j, k))
+        k += 1
+    return pairs if k >= len(ids) or all(i in vocab.special_ids for i in ids[k:]) else None
 
-def _first_choice(answer: Any, base: str) -> dict:
+
+def _matches(tok: _Tok, token_id: int, vocab: Vocab) -> bool:
+    if tok.id is not None:
+        return tok.id == token_id
+    return tok.text in vocab.server_texts(token_id)
+
+
+# ============================================================================ answers
+def _first_choice(answer: Any, base: str) -> dict[str, Any]:
     choices = answer.get("choices") if isinstance(answer, dict) else None
     if not choices or not isinstance(choices[0], dict):
         raise ServerError(f"The model server at {base} answered without a completion.")

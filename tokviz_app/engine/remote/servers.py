@@ -17,10 +17,13 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import unquote, urlsplit
 
 from ...core.errors import TokvizError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 API_KEY_ENV = "TOKVIZ_SERVER_API_KEY"
 INSECURE_FLAG = "--allow-insecure-server-key"
@@ -31,6 +34,16 @@ CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 REQUEST_DEADLINE = 300.0  # a 200,000-character prompt scored with 100 logprobs a token can take minutes
 MESSAGE_CHARS = 300  # the most characters of a server's own words shown to the user
+
+
+class ServerOptions(TypedDict, total=False):
+    """`ServerConfig`'s fields besides the address, as keywords of `ServerConfig.parse`."""
+
+    api_key: str | None
+    auth: tuple[str, str] | None
+    connect_timeout: float
+    read_timeout: float
+    allow_insecure_key: bool
 
 
 @dataclass(frozen=True)
@@ -53,7 +66,7 @@ class ServerConfig:
                               f"https://, or pass {INSECURE_FLAG} ({INSECURE_ENV}=1) on a trusted network.")
 
     @staticmethod
-    def parse(value: str | ServerConfig, **options: Any) -> ServerConfig:
+    def parse(value: str | ServerConfig, **options: Unpack[ServerOptions]) -> ServerConfig:
         """An address like `gpu-box:8000` or `https://user:pw@host/v1`. The API key defaults to
         $TOKVIZ_SERVER_API_KEY (pass api_key=None for none)."""
         if isinstance(value, ServerConfig):
@@ -157,7 +170,7 @@ _SECRET_PATTERNS = [
 ]
 
 
-def scrub(text: Any, secrets: Sequence[str] = (), limit: int = MESSAGE_CHARS) -> str:
+def scrub(text: object, secrets: Sequence[str] = (), limit: int = MESSAGE_CHARS) -> str:
     """`text` fit to show: known secrets and anything that looks like a credential replaced by ***,
     control characters dropped, whitespace collapsed, at most `limit` characters."""
     text = str(text)

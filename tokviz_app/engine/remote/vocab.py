@@ -6,10 +6,15 @@ import re
 import threading
 from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ...core.errors import ModelLoadError, TokvizError
 from .client import ServerClient, ServerError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+Flavour = tuple[str, str, str, str]  # (tokenize path, text field, detokenize path, text field of the answer)
 
 
 class HFVocab:
@@ -17,7 +22,7 @@ class HFVocab:
 
     searchable = True
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         from ..texts import TokenTexts
 
         self.tokenizer = tokenizer
@@ -26,7 +31,7 @@ class HFVocab:
         self.bos_token_id = tokenizer.bos_token_id
         eos = tokenizer.eos_token_id
         self.eos_token_ids = frozenset([eos] if eos is not None else [])
-        self.special_ids = frozenset(getattr(tokenizer, "all_special_ids", []) or [])
+        self.special_ids = frozenset(tokenizer.all_special_ids)
         self._by_text: dict[str, list[int]] | None = None
         self._by_bytes: dict[bytes, list[int]] | None = None
         self._lock = threading.Lock()
@@ -79,11 +84,11 @@ class ServerVocab:
     """
 
     searchable = False
-    size = None
-    bos_token_id = None
-    special_ids: frozenset = frozenset()
+    size: int | None = None
+    bos_token_id: int | None = None
+    special_ids: frozenset[int] = frozenset()
 
-    _FLAVOURS = (  # (tokenize path, text field, detokenize path, text field of the answer)
+    _FLAVOURS: tuple[Flavour, ...] = (
         ("/tokenize", "prompt", "/detokenize", "prompt"),
         ("/extras/tokenize", "input", "/extras/detokenize", "text"),
         ("/tokenize", "content", "/detokenize", "content"),
@@ -92,22 +97,23 @@ class ServerVocab:
     def __init__(self, client: ServerClient, model_id: str) -> None:
         self.client = client
         self.model_id = model_id
-        self.eos_token_ids: frozenset = frozenset()
+        self.eos_token_ids: frozenset[int] = frozenset()
         self._memo: dict[int, tuple[str, bool]] = {}
-        self._flavour = None
+        self._flavour = self._find_flavour()
+
+    def _find_flavour(self) -> Flavour:
+        """The first of the known tokenize endpoints that this server answers."""
         for flavour in self._FLAVOURS:
             try:
                 tokens = self._tokenize("Hello", flavour)
             except TokvizError:
                 continue
             if tokens:
-                self._flavour = flavour
-                break
-        if self._flavour is None:
-            raise ModelLoadError(f"No tokenizer was found for '{model_id}': it is not a local folder, GGUF file or "
-                                 f"cached hub model, and the server at {client.base} offers no tokenize endpoint.")
+                return flavour
+        raise ModelLoadError(f"No tokenizer was found for '{self.model_id}': it is not a local folder, GGUF file or "
+                             f"cached hub model, and the server at {self.client.base} offers no tokenize endpoint.")
 
-    def _tokenize(self, text: str, flavour=None) -> list[int]:
+    def _tokenize(self, text: str, flavour: Flavour | None = None) -> list[int]:
         path, key, _, _ = flavour or self._flavour
         body = {"model": self.model_id, key: text}
         answer = self.client.post(path, body, root=True)
@@ -157,7 +163,10 @@ class ServerVocab:
         return []
 
 
-def find_tokenizer(names: Sequence[str]):
+Vocab = HFVocab | ServerVocab  # what a RemoteModel reads token texts with
+
+
+def find_tokenizer(names: Sequence[str]) -> PreTrainedTokenizerBase | None:
     """The first tokenizer found for any of `names`: on this machine, else downloaded from the hub
     (a few MB) when it is reachable. None when there is none: the server's endpoints are used."""
     names = [n for i, n in enumerate(names) if n and n not in names[:i]]
@@ -180,7 +189,7 @@ def find_tokenizer(names: Sequence[str]):
     return None
 
 
-def load_local_tokenizer(model_id: str):
+def load_local_tokenizer(model_id: str) -> PreTrainedTokenizerBase | None:
     """The tokenizer for a served model id, from this machine only: a GGUF file (llama.cpp servers name
     models by their path), a local folder, or a hub id in the Hugging Face cache. None if not found."""
     from transformers import AutoTokenizer
@@ -205,6 +214,3 @@ def load_local_tokenizer(model_id: str):
     except Exception:  # noqa: BLE001 - any failure means "not available locally"
         return None
     return None
-
-
-# ============================================================================ parsing logprobs
