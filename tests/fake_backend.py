@@ -246,9 +246,7 @@ class FakeSession(BranchTree, Session):
     def truncate(self, n_tokens: int) -> None:
         with self._lock:
             self._check_open()
-            n_tokens = max(0, min(n_tokens, len(self.tokens)))
-            del self._ids[self._n_prompt + n_tokens :]
-            del self.tokens[n_tokens:]
+            self._keep_tokens(n_tokens)
 
     def close(self) -> None:
         with self._lock:

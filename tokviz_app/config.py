@@ -67,14 +67,19 @@ def _host(text: str) -> str:
     return text
 
 
-def _port(text: str) -> int:
+def _whole_number(text: str, low: int, high: int, not_a_number: str, out_of_range: str) -> int:
+    """`text` as an int in [low, high]; the messages name the value ({} is replaced by it)."""
     try:
-        port = int(text)
+        n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a port number (1-65535)") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
-    return port
+        raise argparse.ArgumentTypeError(not_a_number.format(f"'{text}'")) from None
+    if not low <= n <= high:
+        raise argparse.ArgumentTypeError(out_of_range.format(n))
+    return n
+
+
+def _port(text: str) -> int:
+    return _whole_number(text, 1, 65535, "{} is not a port number (1-65535)", "{} is not a port number (1-65535)")
 
 
 def _device(text: str) -> str | None:
@@ -92,13 +97,7 @@ def _dtype(text: str) -> str | None:
 
 
 def _max_new_tokens(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if not 1 <= n <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"{n} is out of range (1-1000000)")
-    return n
+    return _whole_number(text, 1, 1_000_000, "{} is not a whole number", "{} is out of range (1-1000000)")
 
 
 def _flag(text: str) -> bool:

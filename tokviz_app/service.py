@@ -116,11 +116,7 @@ class ModelService:
 
         def work() -> TokenStep:
             with handle.lock:
-                session = self._open(handle)
-                self._reconcile(session, expected)
-                if params is not None:
-                    session.params = params
-                return session.step()
+                return self._reconciled(handle, expected, params).step()
 
         return await self._infer(work)
 
@@ -130,10 +126,7 @@ class ModelService:
 
         def work() -> TokenStep:
             with handle.lock:
-                session = self._open(handle)
-                if expected is not None:
-                    self._reconcile(session, expected)
-                return session.choose(position, token_id)
+                return self._reconciled(handle, expected).choose(position, token_id)
 
         return await self._infer(work)
 
@@ -182,9 +175,7 @@ class ModelService:
 
         def work() -> list[tuple[int, float | None, int | None]]:
             with handle.lock:
-                session = self._open(handle)
-                self._reconcile(session, expected)
-                return session.score(position, token_ids)
+                return self._reconciled(handle, expected).score(position, token_ids)
 
         return await self._infer(work)
 
@@ -235,12 +226,8 @@ class ModelService:
 
         def work() -> None:
             with handle.lock:
-                session = self._open(handle)
-                self._reconcile(session, expected)
-                if params is not None:
-                    session.params = params
-                session.generate(n, should_stop=stop.is_set,
-                                 on_token=lambda step: loop.call_soon_threadsafe(queue.put_nowait, step))
+                self._reconciled(handle, expected, params).generate(
+                    n, should_stop=stop.is_set, on_token=lambda step: loop.call_soon_threadsafe(queue.put_nowait, step))
 
         async def produce() -> None:
             try:
@@ -273,10 +260,16 @@ class ModelService:
             raise TokvizError("This session was closed.")
         return handle.session
 
-    @staticmethod
-    def _reconcile(session: Session, expected: int) -> None:
-        if len(session.tokens) != expected:
+    def _reconciled(self, handle: SessionHandle, expected: int | None,
+                    params: SamplingParams | None = None) -> Session:
+        """The open session, cut back to the `expected` tokens its tab shows (a step that finished after the tab
+        stopped listening goes), with `params` for the next steps. Call with `handle.lock` held."""
+        session = self._open(handle)
+        if expected is not None and len(session.tokens) != expected:
             session.truncate(expected)
+        if params is not None:
+            session.params = params
+        return session
 
     async def _infer(self, fn: Callable[[], T]) -> T:
         """Session work on the inference pool; cancelling the await leaves the thread to finish."""

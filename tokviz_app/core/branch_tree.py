@@ -67,3 +67,10 @@ class BranchTree:
         self._branches.append(branch)
         self._active = len(self._branches) - 1
         self.tokens = branch.tokens
+
+    def _keep_tokens(self, n_tokens: int) -> int:
+        """Keep the first `n_tokens` generated tokens of the active branch (clamped); returns how many."""
+        n_tokens = max(0, min(n_tokens, len(self.tokens)))
+        del self._ids[self._n_prompt + n_tokens:]
+        del self.tokens[n_tokens:]
+        return n_tokens

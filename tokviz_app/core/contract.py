@@ -42,25 +42,12 @@ class Session(Protocol):
     finish_reason: str | None  # "eos", "length", "context", "stopped" after generate()
     warnings: list[str]  # caveats about this session's numbers, for the page (e.g. a server's text prompts)
 
-    @property
-    @abstractmethod
-    def closed(self) -> bool: ...
-
-    @property
-    @abstractmethod
-    def token_ids(self) -> list[int]: ...
-
-    @property
-    @abstractmethod
-    def text(self) -> str: ...
-
-    @property
-    @abstractmethod
-    def branches(self) -> list[Branch]: ...
-
-    @property
-    @abstractmethod
-    def active_branch(self) -> Branch: ...
+    # read-only views, provided for every session by `core.branch_tree.BranchTree`
+    closed: bool
+    token_ids: list[int]  # prompt + generated ids (a copy)
+    text: str  # the exact decoded text (an added BOS left out)
+    branches: list[Branch]
+    active_branch: Branch
 
     @abstractmethod
     def step(self) -> TokenStep:

@@ -168,9 +168,7 @@ class GenerationSession(BranchTree, Session):
         """Keep the first `n_tokens` generated tokens of the active branch."""
         with self._lock:
             self._check_open()
-            n_tokens = max(0, min(n_tokens, len(self.tokens)))
-            del self._ids[self._n_prompt + n_tokens :]
-            del self.tokens[n_tokens:]
+            self._keep_tokens(n_tokens)
             self._next_logits = None
             self._crop_to(min(self._cached, len(self._ids) - 1))
 

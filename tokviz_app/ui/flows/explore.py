@@ -75,15 +75,10 @@ class Explore:
     async def score_text(self) -> None:
         """Colour every token of the text in the prompt box; the user can branch from any of them."""
         tab, state = self.tab, self.tab.state
-        if state.busy or state.loading or state.closed:
-            return
-        if state.model is None:
-            tab.notify("Initialize a model first.", "warning")
+        if not tab.generation.ready():
             return
         if not state.prompt:
             tab.notify("Paste some text into the prompt box first.", "warning")
-            return
-        if not tab.generation.check_seed():
             return
         text = tab.generation.checked_prompt()
         if text is None:

@@ -72,12 +72,7 @@ class Generation:
     # -------------------------------------------------------------- the flow
     def _start(self, n: int) -> None:
         tab, state = self.tab, self.tab.state
-        if state.busy or state.loading or state.closed:
-            return
-        if state.model is None:
-            tab.notify("Initialize a model first.", "warning")
-            return
-        if not self.check_seed():
+        if not self.ready():
             return
         op = tab.begin("generating…", generating=True)
         if op is not None:
@@ -169,6 +164,16 @@ class Generation:
         self.tab.say(text)
 
     # ----------------------------------------------------------------- checks
+    def ready(self) -> bool:
+        """The tab is idle, has a model and a usable seed (else a message says what is missing)."""
+        tab, state = self.tab, self.tab.state
+        if state.busy or state.loading or state.closed:
+            return False
+        if state.model is None:
+            tab.notify("Initialize a model first.", "warning")
+            return False
+        return self.check_seed()
+
     def checked_prompt(self) -> str | None:
         """The prompt as the model may read it, or None (with a message) when it is refused.
         Generate and Score text share these checks."""
