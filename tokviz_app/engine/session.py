@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 from typing import TYPE_CHECKING, Callable
@@ -10,15 +9,15 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from . import metrics
+from .token_steps import token_steps
 from ..core.errors import ContextFullError, PositionError, TokvizError
 from ..core.branch_tree import BranchTree
 from ..core.contract import Session
-from ..core.types import Alternative, SamplingParams, TokenStep
+from ..core.types import SamplingParams, TokenStep
 
 if TYPE_CHECKING:
     from .local_model import LoadedModel
 
-TOP_N = 10
 PREFILL_CHUNK = 512  # prompt tokens scored at once: bounds logits memory for long prompts
 
 
@@ -227,7 +226,8 @@ class GenerationSession(BranchTree, Session):
             logits = self._forward(chunk, should_stop)  # the lane splits it further between other tabs' steps
             targets = ids[start + 1 : start + 1 + len(chunk)]
             if targets:
-                self.prompt_tokens.extend(self._make_steps(logits[: len(targets)], targets, start + 1, is_prompt=True))
+                self.prompt_tokens.extend(token_steps(logits[: len(targets)], targets, start + 1, is_prompt=True,
+                                                     params=self.params, texts=texts))
             self._next_logits = logits[-1]
 
     def _restore(self, snapshot) -> None:
@@ -241,36 +241,5 @@ class GenerationSession(BranchTree, Session):
 
     def _make_step(self, logits: torch.Tensor, token_id: int, position: int, params: SamplingParams,
                    sampled: torch.Tensor | None) -> TokenStep:
-        return self._make_steps(logits.unsqueeze(0), [token_id], position, is_prompt=False, params=params,
-                                sampled=None if sampled is None else sampled.unsqueeze(0))[0]
-
-    def _make_steps(self, logits: torch.Tensor, token_ids: list[int], first_position: int, *, is_prompt: bool,
-                    params: SamplingParams | None = None, sampled: torch.Tensor | None = None) -> list[TokenStep]:
-        """Vectorised statistics for rows of logits [T, V] and their chosen tokens."""
-        params = params or self.params
-        logprobs = metrics.log_softmax(logits)
-        probs = logprobs.exp()
-        if sampled is None:
-            sampled = probs if metrics.is_plain(params) else metrics.sampling_probs(logits, params)
-        targets = torch.tensor(token_ids, dtype=torch.long, device=logits.device).unsqueeze(-1)
-        chosen_logprob = logprobs.gather(-1, targets).squeeze(-1)
-        chosen_sampled = sampled.gather(-1, targets).squeeze(-1)
-        rank = metrics.ranks(logits, targets.squeeze(-1))
-        entropy = metrics.entropy_bits(logprobs, probs)
-        top_logprob, top_ids = logprobs.topk(min(TOP_N, logprobs.shape[-1]), dim=-1)
-        top_sampled = sampled.gather(-1, top_ids)
-        rows = zip(token_ids, chosen_logprob.tolist(), chosen_sampled.tolist(), rank.tolist(), entropy.tolist(),
-                   top_ids.tolist(), top_logprob.exp().tolist(), top_sampled.tolist())
-        texts = self.model.token_text
-        steps = []
-        for offset, (token_id, logprob, s_prob, r, ent, alt_ids, alt_probs, alt_sampled) in enumerate(rows):
-            text, partial = texts(token_id)
-            alternatives = tuple(
-                Alternative(a, texts(a)[0], p, sp) for a, p, sp in zip(alt_ids, alt_probs, alt_sampled)
-            )
-            steps.append(TokenStep(
-                token_id=token_id, text=text, prob=math.exp(logprob), logprob=logprob, rank=int(r),
-                entropy=ent, sampled_prob=s_prob, alternatives=alternatives, position=first_position + offset,
-                is_prompt=is_prompt, partial=partial, sampling=params,
-            ))
-        return steps
+        return token_steps(logits.unsqueeze(0), [token_id], position, is_prompt=False, params=params,
+                           texts=self.model.token_text, sampled=None if sampled is None else sampled.unsqueeze(0))[0]

@@ -12,7 +12,9 @@ import json
 import math
 import re
 
+from ..core.contract import Model
 from ..core.errors import ImportFormatError
+from ..core.types import SessionSnapshot
 
 FORMAT = "tokviz-session"
 VERSION = 1
@@ -239,10 +241,9 @@ def _parent(value, path: str, index: int) -> int | None:
     return _int(value, path, 0, index - 1)  # a branch is made from an older one
 
 
-def check_fits(snapshot, model) -> None:
+def check_fits(snapshot: SessionSnapshot, model: Model) -> None:
     """A checked snapshot against the model that will continue it: ids in its vocabulary, texts in its context."""
-    vocab = getattr(model, "vocab_size", None)
-    label = getattr(model, "label", "this model")
+    vocab, label = model.vocab_size, model.label
     if vocab:
         steps = [*snapshot.prompt_tokens, *(t for b in snapshot.branches for t in b.tokens)]
         ids = [*snapshot.prompt_ids, *(t.token_id for t in steps), *(a.token_id for t in steps for a in t.alternatives)]
@@ -250,7 +251,7 @@ def check_fits(snapshot, model) -> None:
         if worst >= vocab:
             raise ImportFormatError(f"This session uses token id {worst}, but {label}'s vocabulary has {vocab:,} "
                                     "tokens: it was made with another model.")
-    context = getattr(model, "context_length", None)
+    context = model.context_length
     longest = len(snapshot.prompt_ids) + max(len(b.tokens) for b in snapshot.branches)
     if context and longest > context:
         raise ImportFormatError(f"This session has {longest:,} tokens; {label} reads at most {context:,}.")
