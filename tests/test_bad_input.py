@@ -297,10 +297,11 @@ async def test_choosing_an_alternative_while_generating(user: User, real_page) -
     assert c.state.generating
     step = c.state.tokens[1]
     alt = next(a for a in step.alternatives if a.token_id != step.token_id)
-    await c.branching.choose(1, alt.token_id)
-    await idle(c, 30)
-    assert [s.token_id for s in c.state.tokens][:2] == [c.state.tokens[0].token_id, alt.token_id]
-    assert len(c.state.tokens) == 2 and len(chips(user)) == 2
+    first = c.state.tokens[0].token_id
+    await c.branching.choose(1, alt.token_id)  # stops the stream; the text continues after the pick
+    await idle(c, 60)
+    assert [s.token_id for s in c.state.tokens][:2] == [first, alt.token_id]
+    assert len(c.state.tokens) >= 2 and len(chips(user)) == len(c.state.tokens)
     assert [s.token_id for s in c.state.handle.session.tokens] == [s.token_id for s in c.state.tokens]
 
 

@@ -36,7 +36,7 @@ async def test_page_shows_catalog_legend_and_buttons(user: User, tokviz_page) ->
     await user.should_see(content="OpenAI GPT-2, 124M parameters · cached")
     for name in ("green", "blue", "purple", "orange", "red"):
         await user.should_see(marker=f"legend-{name}")
-    await user.should_see(content="green > 70%")
+    await user.should_see(content="> 70%")
     assert not button(user, "Generate Next Token").enabled, "nothing to generate with before a model is loaded"
     assert not button(user, "Stop").enabled
 
@@ -284,7 +284,9 @@ async def test_click_token_opens_alternatives_and_details(user: User, tokviz_pag
 
 
 async def test_choose_alternative_replaces_token_and_drops_the_rest(user: User, tokviz_page) -> None:
+    """With "continue after a pick" off (tests/test_ui_first_minutes.py has it on)."""
     _, c = await open_ready(user, tokviz_page)
+    user.find(marker="continue-after-pick").elements.pop().set_value(False)
     user.find(marker="max-tokens").elements.pop().value = 6
     user.find("Generate to End").click()
     await idle(c)
@@ -310,6 +312,7 @@ async def test_choose_alternative_replaces_token_and_drops_the_rest(user: User, 
 
 async def test_click_and_choose_during_generation(user: User, tokviz_page) -> None:
     _, c = await open_ready(user, tokviz_page, step_delay=0.03)
+    c.state.continue_after_pick = False  # on, the stream goes on after the pick (test_ui_first_minutes.py)
     user.find("Generate to End").click()
     await wait_until(lambda: len(c.state.tokens) >= 3, message="a few tokens")
     user.find(marker="token-1").click()  # the page is live mid-stream
@@ -337,7 +340,8 @@ async def test_token_text_is_text_never_html(user: User, tokviz_page) -> None:
         assert len(list(ElementFilter(kind=ui.element, local_scope=False).within(
             marker="prompt-tokens"))) >= 1
     partial = [e for e in prompt_chips(user) if "tv-partial" in e.classes]
-    assert [e.text for e in partial] == ["‹F0›", "‹9F›", "‹A6›", "‹8A›"]
+    assert [e.text for e in partial] == ["🦊", "◂", "◂", "◂"], "one character over four byte tokens: shown once"
+    assert "part 1 of 4 of “🦊”" in partial[0].props["title"] and "part 4 of 4" in partial[3].props["title"]
     user.find(marker="prompt-token-0").click()  # prompt tokens show their details too
     await user.should_see(content="prompt token 0")
     assert user.find(marker="details-text").elements.pop().text == "<script>"
@@ -349,7 +353,7 @@ def test_visible_text_and_buckets() -> None:
     assert visible_text("") == "∅"
     assert visible_text("\x00\x1b") == "␀␛"
     assert visible_text("<b>") == "<b>"
-    assert [percent(p) for p in (None, 0.5, 0.0338, 0.00012, 1e-9)] == ["–", "50.0%", "3.38%", "0.01%", "1.0e-07%"]
+    assert [percent(p) for p in (None, 0.5, 0.0338, 0.00012, 1e-9)] == ["–", "50.0%", "3.4%", "0.01%", "< 0.01%"]
     assert [level_of_value(p, "prob") for p in (0.71, 0.70, 0.5, 0.49, 0.3, 0.29, 0.1, 0.099, 0.0)] == \
         ["green", "blue", "blue", "purple", "purple", "orange", "orange", "red", "red"]
     assert level_of_value(None, "prob") is None and prob_class(None) == "tv-p-none"

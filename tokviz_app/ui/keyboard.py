@@ -46,7 +46,7 @@ class Keyboard:
             elif time.monotonic() - view.menu_closed_at > 0.5:  # not the Esc that just closed a menu
                 tab.generation.stop()
         elif key == "n":
-            tab.generation.next()
+            tab.generation.next(queue=True)
         elif key == "g":
             tab.generation.to_end()
         elif key == "?":

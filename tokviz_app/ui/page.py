@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nicegui import context, ui
+from nicegui import background_tasks, context, ui
 
 from ..config import Settings
 from ..present.scales import mode_css
 from ..service import ModelService
+from .memory import MEMORY
 from .state import TabState
 from .tab import Tab
 
@@ -21,6 +22,7 @@ def add_page_assets() -> None:
         ui.add_css(CSS)
     ui.add_css(mode_css())
     ui.add_body_html(DARK_RESTORE)
+    ui.add_body_html(CONTINUE_RESTORE)
     ui.add_body_html(WELL_FORMED)
 
 
@@ -38,6 +40,10 @@ def build_page(service: ModelService, settings: Settings, *, assets: bool = True
     if state.model_key and service.loaded_model(state.model_key) is not None:
         tab.models.select(state.model_key)  # already loaded by another tab: ready at once
     tab.refresh()
+    tab.tab_id = context.client.tab_id  # None until the websocket connected (tests build pages without one)
+    saved = MEMORY.claim(tab.tab_id, tab) if tab.tab_id else None
+    if saved is not None:  # this browser tab was reloaded: bring its work back
+        background_tasks.create(tab.files.restore_saved(saved), name="tokviz restore after reload")
     if any(info.extra.get("pending") for info in catalog):
         _follow_catalog(tab, service)  # a model server has not answered yet: add its models when it does
     context.client.on_delete(tab.dispose)
@@ -101,6 +107,22 @@ DARK_RESTORE = """<script>
       let dark = null;
       try { dark = localStorage.getItem('tokviz-dark'); } catch (e) {}
       if (dark === '1') Quasar.Dark.set(true);
+    } else if (tries > 200) { clearInterval(timer); }
+  }, 25);
+})();
+</script>"""
+CONTINUE_RESTORE = """<script>
+(function () {  // "continue after a pick" is remembered per browser: switch it off once the page is mounted
+  let stored = null;
+  try { stored = localStorage.getItem('tokviz-continue'); } catch (e) {}
+  if (stored !== '0') return;
+  let tries = 0;
+  const timer = setInterval(function () {
+    tries += 1;
+    const toggle = document.querySelector('.tv-continue');
+    if (toggle) {
+      clearInterval(timer);
+      if (toggle.getAttribute('aria-checked') === 'true') toggle.click();
     } else if (tries > 200) { clearInterval(timer); }
   }, 25);
 })();

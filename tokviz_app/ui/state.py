@@ -19,7 +19,7 @@ from ..service import SessionHandle
 
 
 @binding.bindable_dataclass(bindable_fields=["prompt", "max_tokens", "temperature", "top_k", "top_p", "seed",
-                                             "greedy"])
+                                             "greedy", "continue_after_pick"])
 class TabState:
     # model
     model_key: str | None = None  # selected in the dropdown
@@ -34,6 +34,7 @@ class TabState:
     top_p: float | str | None = 1.0
     seed: float | str | None = None
     greedy: bool = False
+    continue_after_pick: bool = True  # a picked alternative is followed by new text, as Generate to End does
     # the session and what is shown of it
     handle: SessionHandle | None = None
     prompt_tokens: list[TokenStep] = field(default_factory=list)
@@ -50,6 +51,7 @@ class TabState:
     # the one operation in flight (see Tab.begin)
     busy: bool = False
     generating: bool = False
+    queued_steps: int = 0  # "n" presses while a generation runs: generated after it, one by one
     task: asyncio.Task | None = None
     epoch: int = 0  # bumped by every new operation and every cancel: stale tasks keep their hands off
     closed: bool = False  # the tab is gone: never touch its UI again

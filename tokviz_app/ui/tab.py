@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ from nicegui import background_tasks, ui
 
 from ..config import Settings
 from ..core.errors import ContextFullError, TokvizError
+from ..core.types import Branch, SessionSnapshot, TokenStep
 from ..present.text import perplexity_text
 from ..service import ModelService, SessionHandle
+from .memory import MEMORY, SavedTab
 from .state import TabState
 from .views import TabViews
 
@@ -64,6 +67,8 @@ class Tab:
         self.files = Files(self)
         self.keyboard = Keyboard(self)
         self.views = TabViews(self)  # built last: the views call into the flows above
+        self.tab_id: str | None = None  # the browser tab's id (kept across reloads), once the page is connected
+        self._remembered_at = 0.0
 
     # --------------------------------------------------------------- the guard
     def begin(self, status: str = "", *, generating: bool = False) -> Operation | None:
@@ -133,6 +138,10 @@ class Tab:
         state.finish_reason = ""
         self.views.clear()
 
+    def is_eos(self, step: TokenStep) -> bool:
+        handle = self.state.handle
+        return handle is not None and handle.session is not None and handle.session.is_eos(step)
+
     def show_warnings(self) -> None:
         """The session's caveats about its numbers (remote servers), each once."""
         handle = self.state.handle
@@ -156,13 +165,59 @@ class Tab:
     def show_perplexity(self) -> None:
         self.views.perplexity.set_text(perplexity_text(self.state.tokens))
 
+    def show_readouts(self) -> None:
+        """Perplexity, chart, details and branch panel, all from the state: after every action they agree
+        with the tokens on screen (the chart's point and the details follow the selection)."""
+        if self.state.closed:
+            return
+        state, views = self.state, self.views
+        selected = state.selected
+        if selected is not None and not selected.is_prompt and selected.position >= len(state.tokens):
+            selected = state.selected = None
+        self.show_perplexity()
+        views.chart.selected = None if selected is None or selected.is_prompt else selected.position
+        views.chart.render_all()
+        views.details.show(selected) if selected is not None else views.details.clear()
+        views.show_branches()
+
+    # ---------------------------------------------------------- across reloads
+    def shown_snapshot(self) -> SessionSnapshot | None:
+        """The text on screen with its branches, from the state alone (no engine call: also while a step runs)."""
+        state = self.state
+        if state.imported is not None and state.handle is None:
+            return state.imported
+        handle = state.handle
+        if handle is None or not state.prompt_tokens:
+            return None
+        branches = [b.copy() for b in state.branches] or [Branch(0, [])]
+        active = next((i for i, b in enumerate(branches) if b.id == state.active_branch), 0)
+        branches[active].tokens = list(state.tokens)
+        model = handle.model
+        return SessionSnapshot(model={"key": model.key, "label": model.label, "source": model.source},
+                               settings=handle.params, prompt=handle.prompt,
+                               prompt_ids=[t.token_id for t in state.prompt_tokens],
+                               prompt_tokens=list(state.prompt_tokens), branches=branches, active=active)
+
+    def remember(self, *, throttle: bool = False) -> None:
+        """Keep the tab's work for a reload (at most once a second while tokens stream in)."""
+        now = time.monotonic()
+        if self.tab_id is None or (throttle and now - self._remembered_at < 1.0):
+            return
+        self._remembered_at = now
+        state = self.state
+        MEMORY.save(self.tab_id, self, SavedTab(state.model_key, state.prompt, state.sampling_params(),
+                                                state.max_tokens, self.shown_snapshot(), state.mode))
+
     def notify(self, message: str, kind: str) -> None:
         if not self.state.closed:
             with self.views.root:
                 ui.notify(message, type=kind, multi_line=True)
 
     def dispose(self) -> None:
-        """The tab is gone: cancel its work and free its session."""
+        """The tab is gone: keep its work for a reload, cancel what runs and free its session."""
+        self.remember()
+        if self.tab_id is not None:
+            MEMORY.closed(self.tab_id, self)
         self.state.closed = True
         self.cancel()
         self.drop_session()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from nicegui import ui
 
 from ..present.scales import MODES
+from ..present.text import model_line
 from .branches import BranchPanel, split_positions
 from .chart import TokenChart
 from .controls import GenerationControls, ModelPicker
@@ -48,6 +49,9 @@ class TabViews:
                 self.controls.prompt.props(f"maxlength={settings.max_prompt_chars}")  # a huge paste is cut, then refused
                 with ui.card().classes("tv-card w-full tv-output").mark("output-card"):
                     _toolbar(tab)
+                    # which model made the tokens below, always in sight (models.py keeps it current)
+                    self.active_model = ui.label("").classes("tv-muted text-caption tv-active-model") \
+                        .mark("active-model")
                     self.legend = Legend(state.mode)
                     self.tokens = TokenView(state, on_select=tab.explore.select, on_choose=tab.branching.choose)
                     self.perplexity = ui.label("").classes("tv-muted text-caption tv-perplexity").mark("perplexity")
@@ -57,6 +61,7 @@ class TabViews:
                 self.details = DetailsPanel(on_search=tab.explore.search_tokens, on_choose=tab.branching.choose)
                 self.branches = BranchPanel(on_switch=tab.branching.switch)
         self.state = state
+        self.show_model()
         ui.keyboard(on_key=tab.keyboard.on_key, ignore=["input", "select", "textarea"])
 
     def refresh(self) -> None:
@@ -73,6 +78,14 @@ class TabViews:
         self.chart.render_all()
         self.show_branches()
         self.perplexity.set_text("")
+        self.show_model()
+
+    def show_model(self) -> None:
+        """Name the model behind the shown tokens: a read-only import names its own (not loaded) model."""
+        model, imported = self.state.model, self.state.imported
+        own = (imported.model.get("label") or imported.model.get("key") or "an unknown model") \
+            if imported is not None else None
+        self.active_model.set_text(model_line(model.label if model else None, model.device if model else None, own))
 
     def show_text(self) -> None:
         """The prompt's chips and the generated ones, from the state (a new session, a branch, an import)."""
@@ -109,6 +122,10 @@ def _toolbar(tab: Tab) -> None:
         ui.select(MODES, value=tab.state.mode, label="Colour by", on_change=lambda e: tab.explore.set_mode(e.value)) \
             .props("dense outlined").classes("tv-mode-select").mark("color-mode")
         ui.switch("Colour-blind palette", on_change=lambda e: tab.explore.set_palette(e.value)).mark("colorblind")
+        ui.switch("Continue after a pick").bind_value(tab.state, "continue_after_pick") \
+            .on("update:model-value", js_handler=REMEMBER_CONTINUE).classes("tv-continue") \
+            .tooltip("After you pick an alternative, new text follows it (remembered in this browser)") \
+            .mark("continue-after-pick")
         ui.button("Score text", icon="grading", on_click=tab.explore.score_text).props("outline no-caps dense") \
             .tooltip("Colour every token of the text in the prompt box").mark("Score text", "score-text")
         ui.button("Export JSON", icon="download", on_click=tab.files.export_json).props("flat no-caps dense") \
@@ -121,5 +138,6 @@ def _toolbar(tab: Tab) -> None:
             .props("flat no-caps dense").mark("import-button")
 
 
+REMEMBER_CONTINUE = """(value) => { try { localStorage.setItem('tokviz-continue', value ? '1' : '0'); } catch (e) {} }"""
 DARK_TOGGLE = """() => { const dark = !Quasar.Dark.isActive; Quasar.Dark.set(dark);
   try { localStorage.setItem('tokviz-dark', dark ? '1' : '0'); } catch (e) {} }"""

@@ -17,8 +17,10 @@ class Branching:
         self.tab = tab
 
     async def choose(self, position: int, token_id: int) -> None:
-        """Replace token `position` by an alternative; the old continuation stays a branch."""
+        """Replace token `position` by an alternative; the old continuation stays a branch. With "continue
+        after a pick" on, new text follows at once, as Generate to End makes it."""
         tab, state = self.tab, self.tab.state
+        shown = len(state.tokens)
         if state.generating:
             tab.generation.stop()
         if state.handle is None and state.imported is not None and not state.closed:
@@ -38,14 +40,27 @@ class Branching:
         del state.tokens[position:]
         tab.views.tokens.truncate(position)
         tab.generation.append(step)
-        tab.views.chart.flush()
-        tab.show_perplexity()
-        tab.show_warnings()
         state.finish_reason = ""
-        tab.say(f"{count(len(state.tokens), 'token')} · token {position} replaced")
-        tab.explore.select(step)
+        state.selected = step
         tab.views.tokens.highlight_position(position)
-        await self.refresh()
+        tab.show_readouts()
+        tab.show_warnings()
+        tab.say(f"{count(len(state.tokens), 'token')} · token {position} replaced")
+        more = self.continuation(shown, position)
+        if more and not tab.is_eos(step):
+            tab.generation.start(more)  # refreshes the branches when it ends
+        else:
+            await self.refresh()
+            tab.remember()
+
+    def continuation(self, shown: int, position: int) -> int:
+        """How many tokens follow a pick: as many as the text had after `position` (the same length
+        again), or the Max new tokens setting where the pick was at the end; 0 when switched off."""
+        state = self.tab.state
+        if not state.continue_after_pick:
+            return 0
+        after = shown - position - 1
+        return after if after > 0 else (self.tab.generation.max_new_tokens() or 0)
 
     async def switch(self, branch_id: int) -> None:
         """Show another branch of the tree (no tokens are recomputed for the view)."""
@@ -69,7 +84,7 @@ class Branching:
             tokens = await tab.service.switch_branch(handle, branch_id)
         if op.failed or not op.current or handle is not state.handle:
             return
-        self._show(list(tokens), state.branches, state.active_branch)
+        self._show(list(tokens), state.branches, branch_id)
         await self.refresh()
 
     async def refresh(self) -> None:
@@ -83,6 +98,9 @@ class Branching:
         except TokvizError:
             return
         if not state.closed and handle is state.handle:
+            for branch in branches:  # a step that finished after Stop is not on screen (the session drops it)
+                if branch.id == active:
+                    del branch.tokens[len(state.tokens):]
             state.branches, state.active_branch = branches, active
             tab.views.show_branches()
 
@@ -91,8 +109,6 @@ class Branching:
         state.tokens, state.selected, state.finish_reason = tokens, None, ""
         state.branches, state.active_branch = list(branches), active
         tab.views.tokens.render_all()
-        tab.views.chart.render_all()
-        tab.views.details.clear()
-        tab.views.show_branches()
-        tab.show_perplexity()
+        tab.show_readouts()
         tab.say(count(len(tokens), "token"))
+        tab.remember()

@@ -14,6 +14,7 @@ from ...exports.html import render_html
 from ...exports.snapshot import MAX_IMPORT_BYTES, to_json, too_big
 from ...present.text import count
 from ...service import SessionHandle
+from ..memory import SavedTab
 
 if TYPE_CHECKING:
     from ..tab import Tab
@@ -63,12 +64,16 @@ class Files:
 
         The file is parsed and checked in a worker thread; the tab keeps its current session (and view)
         until the new one is valid and, for a loaded model, restored."""
-        tab, state = self.tab, self.tab.state
         try:
-            snapshot = await tab.service.read_snapshot(text)
+            snapshot = await self.tab.service.read_snapshot(text)
         except TokvizError as error:
-            tab.notify(str(error), "negative")
+            self.tab.notify(str(error), "negative")
             return
+        await self.import_snapshot(snapshot)
+
+    async def import_snapshot(self, snapshot: SessionSnapshot) -> None:
+        """A checked snapshot onto the page: live where its model is loaded here, read-only otherwise."""
+        tab, state = self.tab, self.tab.state
         if state.closed:
             return
         if state.generating:
@@ -112,9 +117,7 @@ class Files:
             state.imported = snapshot  # read-only until its model is initialized
             state.prompt_tokens, state.tokens = list(snapshot.prompt_tokens), list(snapshot.tokens)
             state.branches, state.active_branch = snapshot.branches, snapshot.branches[snapshot.active].id
-            key = snapshot.model.get("key")
-            if key in tab.views.picker.infos:
-                tab.views.picker.select.set_value(key)
+            tab.models.show_import(snapshot)  # the dropdown switches to its model, and the page says so
         tab.views.tokens.show_prompt(state.prompt_tokens)
 
     async def _add_chips(self) -> None:
@@ -145,6 +148,18 @@ class Files:
         tab.views.show_branches()
         label = state.imported.model.get("label") or state.imported.model.get("key")
         tab.say(f"imported {n} · read-only: initialize {label} to continue")
+
+    async def restore_saved(self, saved: SavedTab) -> None:
+        """A reloaded tab: its model, prompt, settings and text as they were (live where the model is loaded)."""
+        tab, state = self.tab, self.tab.state
+        state.prompt, state.max_tokens, state.mode = saved.prompt, saved.max_tokens, saved.mode
+        state.show_settings(saved.settings)
+        tab.explore.set_mode(saved.mode)
+        if saved.model_key is not None and saved.model_key in tab.views.picker.infos:
+            tab.views.picker.select.set_value(saved.model_key)  # attaches it if another tab loaded it
+        if saved.snapshot is not None:
+            await self.import_snapshot(saved.snapshot)
+            tab.notify("Your text from before the reload is back.", "positive")
 
     async def make_import_live(self) -> None:
         """The imported session's model was just initialized: import it again, now live."""

@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from nicegui import background_tasks
+from nicegui import background_tasks, ui
 
 from ...core.errors import ContextFullError
 from ...core.types import TokenStep
@@ -31,31 +31,48 @@ class Generation:
         self.tab = tab
         self._started = 0.0  # this generation's start and count, for the tokens/s read-out
         self._count = 0
+        self._rate = (-1, "")  # (tokens shown, " · 85 ms/token · 11.8 tokens/s") at the last streamed token
 
     # ----------------------------------------------------------------- buttons
-    def next(self) -> None:
-        self._start(1)
+    def next(self, *, queue: bool = False) -> None:
+        """One token. With `queue` (the "n" key) a press during a generation runs after it: fast typing is
+        not lost. A button cannot queue: a double click must not make two tokens."""
+        state = self.tab.state
+        if queue and state.generating and state.task is not None:
+            state.queued_steps += 1
+            return
+        self.start(1)
 
     def to_end(self) -> None:
+        n = self.max_new_tokens()
+        if n is not None:
+            self.start(n)
+
+    def max_new_tokens(self) -> int | None:
+        """The Max new tokens box as a number of tokens, or None after saying what is wrong with it."""
         tab = self.tab
-        if tab.state.busy:
-            return
         try:
             n, note = parse_max_tokens(tab.state.max_tokens, tab.settings.default_max_tokens,
                                        tab.settings.max_tokens_limit)
         except ValueError as error:  # inf, nan: say so, generate nothing
             tab.notify(str(error), "negative")
-            return
+            return None
         if note:
             tab.notify(note, "warning")
-        self._start(n)
+        return n
 
     def stop(self) -> None:
-        """Stop at once; what was generated stays (a step in flight is dropped)."""
-        if self.tab.cancel():
-            self.tab.state.finish_reason = "stopped"
+        """Stop at once; what was generated stays (a step in flight is dropped), and every read-out
+        (perplexity, chart, branches) shows exactly the tokens on screen."""
+        tab = self.tab
+        tab.state.queued_steps = 0
+        if tab.cancel():
+            tab.state.finish_reason = "stopped"
             self.show_finish()
-        self.tab.refresh()
+            tab.show_readouts()
+            tab.remember()
+            background_tasks.create(tab.branching.refresh(), name="tokviz branches")
+        tab.refresh()
 
     def reset(self) -> None:
         """Stop, clear the generated tokens; keep prompt and model. The next generation starts afresh."""
@@ -70,7 +87,8 @@ class Generation:
         tab.refresh()
 
     # -------------------------------------------------------------- the flow
-    def _start(self, n: int) -> None:
+    def start(self, n: int) -> None:
+        """Generate up to `n` tokens in the background (streamed onto the page; Stop cancels)."""
         tab, state = self.tab, self.tab.state
         if not self.ready():
             return
@@ -84,6 +102,9 @@ class Generation:
         reason = "length" if n > 1 else ""
         try:
             async with tab.guard(op, "Generation"):
+                if not await self.may_start_over():
+                    reason = ""
+                    return
                 handle = await self.session()
                 if handle is None:
                     reason = "error"
@@ -98,10 +119,14 @@ class Generation:
             if op.current:
                 state.finish_reason = reason
                 self.show_finish()
-                tab.views.chart.flush_if_dirty()
-                tab.show_perplexity()
+                tab.show_readouts()
                 tab.show_warnings()
-                background_tasks.create(tab.branching.refresh(), name="tokviz branches")
+                tab.remember()
+                queued, state.queued_steps = state.queued_steps, 0
+                if queued and reason in ("", "length"):
+                    self.start(queued)
+                else:
+                    background_tasks.create(tab.branching.refresh(), name="tokviz branches")
 
     async def _generate(self, handle: SessionHandle, n: int) -> str:
         """Up to `n` tokens, shown as they come; "eos" when the model ended the text."""
@@ -133,14 +158,42 @@ class Generation:
         tab.drop_session()
         tab.clear_view()
         handle = state.handle = tab.service.new_handle(state.model, prompt, state.sampling_params())
+        epoch = state.epoch
+
+        def scoring(done: int, total: int) -> None:  # a long prompt takes seconds: say how far it got
+            if state.epoch == epoch and state.busy:
+                tab.say(f"scoring the prompt: {done:,} / {total:,} tokens")
+
         try:
-            await tab.service.start(handle)
+            await tab.service.start(handle, on_progress=scoring)
         except BaseException:
             tab.drop_session(handle)
             raise
         state.prompt_tokens = handle.prompt_tokens
         tab.views.tokens.show_prompt(state.prompt_tokens)
         return handle
+
+    async def may_start_over(self) -> bool:
+        """An edited prompt starts a new session: where that discards branches, ask first."""
+        tab, state = self.tab, self.tab.state
+        handle = state.handle
+        if handle is None or len(state.branches) < 2 or clean_prompt(state.prompt)[0] == handle.prompt:
+            return True
+        with tab.views.root, ui.dialog() as dialog, ui.card().mark("start-over"):
+            ui.label(f"The prompt was edited. Generating from it starts over: the current text and its "
+                     f"{len(state.branches)} branches are discarded (Export JSON keeps them).")
+            with ui.row():
+                ui.button("Start over", on_click=lambda: dialog.submit(True)).props("no-caps").mark("start-over-yes")
+                ui.button("Keep my branches", on_click=lambda: dialog.submit(False)).props("flat no-caps") \
+                    .mark("start-over-no")
+        try:
+            start_over = bool(await dialog)
+        finally:
+            dialog.delete()
+        if not start_over:
+            state.prompt = handle.prompt  # back to the prompt of the text on screen
+            tab.notify("Nothing was discarded: the prompt is back to the one of the text on screen.", "info")
+        return start_over
 
     def append(self, step: TokenStep) -> None:
         """One new token: into the state, then onto the page."""
@@ -153,14 +206,19 @@ class Generation:
             self._count += 1
             elapsed = time.perf_counter() - self._started
             if elapsed > 0:
-                text += f" · {elapsed * 1000 / self._count:.0f} ms/token · {self._count / elapsed:.1f} tokens/s"
+                self._rate = len(state.tokens), f" · {elapsed * 1000 / self._count:.0f} ms/token · " \
+                    f"{self._count / elapsed:.1f} tokens/s"
+                text += self._rate[1]
         tab.say(text)
+        tab.remember(throttle=True)
 
     def show_finish(self) -> None:
         state = self.tab.state
         text = count(len(state.tokens), "token")
         if state.finish_reason in FINISH_TEXT:
             text += " · " + FINISH_TEXT[state.finish_reason]
+        if self._rate[0] == len(state.tokens):  # the speed stays readable once generation ends
+            text += self._rate[1]
         self.tab.say(text)
 
     # ----------------------------------------------------------------- checks
