@@ -115,7 +115,8 @@ def test_initialize_generate_choose_reset_in_chromium(server, driver) -> None:
     pick = next(a for a in alts if "tv-alt-current" not in a.get_dom_attribute("class"))
     picked_id = pick.get_dom_attribute("data-token-id")
     pick.click()
-    wait.until(lambda _: len(tokens()) == 2 and tokens()[1].get_dom_attribute("title") != current)
+    # the text continues after the pick, to the length it had ("continue after a pick" is on by default)
+    wait.until(lambda _: len(tokens()) == 3 and tokens()[1].get_dom_attribute("title") != current)
     wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".tv-alt") == [])  # the menu closed
     detail_id = d.find_element(By.CSS_SELECTOR, ".tv-details").text
     assert f"token id\n{picked_id}" in detail_id or picked_id in detail_id

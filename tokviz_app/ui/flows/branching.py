@@ -103,6 +103,7 @@ class Branching:
                     del branch.tokens[len(state.tokens):]
             state.branches, state.active_branch = branches, active
             tab.views.show_branches()
+            tab.remember()
 
     def _show(self, tokens, branches, active) -> None:
         tab, state = self.tab, self.tab.state
