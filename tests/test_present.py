@@ -26,7 +26,17 @@ from tokviz_app.present.scales import (
     mode_css,
     step_classes,
 )
-from tokviz_app.present.text import details_rows, fmt, hover_text, percent, visible_text
+from tokviz_app.present.text import (
+    CONTINUES,
+    chip_texts,
+    details_rows,
+    fmt,
+    hover_text,
+    model_line,
+    percent,
+    token_bytes,
+    visible_text,
+)
 
 
 def step(prob=0.5, rank=1, entropy=1.0, *, text="x", position=0, prompt=False, alternatives=()) -> TokenStep:
@@ -58,7 +68,7 @@ def test_visible_text() -> None:
 
 def test_number_formats() -> None:
     assert [percent(p) for p in (None, 1.0, 0.5, 0.1, 0.0338, 0.00012, 1e-9, 0.0)] == \
-        ["–", "100.0%", "50.0%", "10.0%", "3.38%", "0.01%", "1.0e-07%", "0.0%"]
+        ["–", "100%", "50.0%", "10.0%", "3.4%", "0.01%", "< 0.01%", "0%"]
     assert percent("<b>") == "<b>" and percent(True) == "True"  # untrusted snapshots: shown, never an error
     assert fmt(None) == "–" and fmt(1.23456, 2, " bits") == "1.23 bits" and fmt(3) == "3"
     assert fmt("x", 2) == "x" and fmt(-1.0, 4) == "-1.0000"
@@ -82,7 +92,7 @@ def test_every_mode_has_five_bands_and_labels() -> None:
         assert len(scale.bands) == 5 and len(scale.labels) == 5, scale.key
         assert scale.bands[-1].op == "rest", "the last band takes what is left"
         assert [name for name, _ in legend_entries(scale.key)] == list(LEVELS)
-    assert legend_entries("prob")[0] == ("green", "green > 70%") and legend_entries("rank")[0] == ("green", "top-1")
+    assert legend_entries("prob")[0] == ("green", "> 70%") and legend_entries("rank")[0] == ("green", "top-1")
 
 
 @pytest.mark.parametrize("mode, values, levels", [
@@ -125,8 +135,7 @@ def test_generated_css_covers_every_mode_level_and_palette() -> None:
         block = css.split(selector, 1)[1].split("}", 1)[0]
         for name, (bg, accent) in PALETTES[palette].items():
             assert f"--tv-{name}: {bg};" in block and f"--tv-{name}-b: {accent};" in block
-    assert PALETTES["colorblind"]["green"][1] == "#0072b2"  # Okabe–Ito blue
-    assert "#0072b2" in export_css("rank", "colorblind") and ".tv-mode-rank .tv-r-red" in export_css("rank", "default")
+    assert "#5f2c4e" in export_css("rank", "colorblind") and ".tv-mode-rank .tv-r-red" in export_css("rank", "default")
 
 
 def test_hand_written_css_has_no_palette() -> None:
@@ -153,7 +162,7 @@ def test_export_tokens_are_inline_and_match_the_page() -> None:
         assert html.unescape(title).startswith(hover_text(s)), "the page's hover text, then the details"
         assert mode_class(s, "prob") in classes.split()
         assert ("tv-prompt-token" in classes) == s.is_prompt
-    assert "probability 3.38% · rank 12" in page and "probability 0.01% · rank 2000" in page
+    assert "probability 3.4% · rank 12" in page and "probability 0.01% · rank 2000" in page
 
 
 def test_export_escapes_text_that_looks_like_html() -> None:
@@ -166,3 +175,77 @@ def test_export_escapes_text_that_looks_like_html() -> None:
     assert page.count("<b>") == 1, "only the model label's own <b>"
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;·&amp;·&#x27;q&#x27;" in page
     assert "&lt;i&gt;&quot;M&quot;&lt;/i&gt;" in page and "&quot;&gt;&lt;img" in page
+
+
+# ------------------------------------------------------------------------------------- issue 13: one format
+def test_percent_rule() -> None:
+    """One readable format: one decimal from 1%, two under 1%, "< 0.01%" under that; no exponents."""
+    cases = {1.0: "100%", 0.99999: "> 99.9%", 0.421: "42.1%", 0.0521: "5.2%", 0.01: "1.0%", 0.00995: "1.0%",
+             0.0035: "0.35%", 0.0005: "0.05%", 0.0001: "0.01%", 0.0000999: "< 0.01%", 5.2e-6: "< 0.01%",
+             1e-300: "< 0.01%", 0.0: "0%", 0: "0%", math.nan: "nan", math.inf: "inf"}
+    assert {p: percent(p) for p in cases} == cases
+    assert all("e" not in percent(10.0 ** -k) for k in range(0, 30))
+
+
+def test_export_never_prints_zero_for_a_tiny_probability() -> None:
+    tiny = step(3e-7, 40000, 9.0, text=" z", alternatives=[Alternative(7, " z", 3e-7, 3e-7)])
+    page = html.unescape(render_html(snapshot([step(None, None, None, text="a", prompt=True)], [tiny])))
+    assert "probability < 0.01% · rank 40000" in page and "0.00%" not in page and "e-0" not in page
+
+
+def test_byte_markers_keep_their_spaces() -> None:
+    """‹F0 9F› is two bytes, not text: no visible-space dot inside it (the legend writes it the same way)."""
+    assert visible_text("‹F0 9F›") == "‹F0 9F›"
+    assert visible_text(" ‹E2 80› x") == "·‹E2 80›·x"
+    assert visible_text("‹not hex›") == "‹not·hex›"
+
+
+def byte_step(text: str, position: int, *, partial: bool = True, prob: float = 0.25) -> TokenStep:
+    return TokenStep(300 + position, text, prob, math.log(prob), 2, 1.0, prob, (), position, False, partial)
+
+
+def test_a_character_split_over_byte_tokens_shows_once() -> None:
+    smile = [byte_step("‹F0 9F›", 0), byte_step("‹99 82›", 1, prob=0.5), byte_step("!", 2, partial=False)]
+    shown = chip_texts(smile)
+    assert [s.text for s in shown] == ["🙂", CONTINUES, "!"]
+    assert shown[0].note == "part 1 of 2 of “🙂” (U+1F642)" and shown[1].note == "part 2 of 2 of “🙂” (U+1F642)"
+    assert hover_text(smile[0], shown[0].note).splitlines()[1:] == ["probability 25.0% · rank 2", shown[0].note]
+    assert "probability 50.0%" in hover_text(smile[1], shown[1].note), "each chip keeps its own numbers"
+    # one byte per token, and a token that ends one character and starts the next
+    one_byte_each = [byte_step(f"‹{b}›", i) for i, b in enumerate(["F0", "9F", "99", "82"])]
+    assert [s.text for s in chip_texts(one_byte_each)] == ["🙂", CONTINUES, CONTINUES, CONTINUES]
+    two = [byte_step("‹F0 9F›", 0), byte_step("‹99 82 F0›", 1), byte_step("‹9F 98 80›", 2)]
+    assert [s.text for s in chip_texts(two)] == ["🙂", CONTINUES + "😀", CONTINUES]
+    assert chip_texts(two)[1].note == "part 2 of 2 of “🙂” (U+1F642); part 1 of 2 of “😀” (U+1F600)"
+
+
+def test_bytes_that_join_nothing_stay_as_they_are() -> None:
+    alone = [byte_step("‹F0 9F›", 0), byte_step("a", 1, partial=False), byte_step("‹99 82›", 2)]
+    assert [s.text for s in chip_texts(alone)] == ["‹F0 9F›", "a", "‹99 82›"], "a whole token between: no join"
+    assert [(s.text, s.note) for s in chip_texts([byte_step(" ‹E2›", 0), byte_step("‹41›x", 1)])] == \
+        [("·‹E2›", ""), ("‹41›x", "")], "an invalid sequence is not a character"
+    assert token_bytes("a‹F0 9F›·") == b"a\xf0\x9f\xc2\xb7"
+
+
+def test_export_joins_split_characters_like_the_page() -> None:
+    tokens = [byte_step("‹F0 9F›", 0), byte_step("‹99 82›", 1)]
+    page = render_html(snapshot([step(None, None, None, text="a", prompt=True)], tokens))
+    texts = re.findall(r'data-position="\d+" title="[^"]*">([^<]*)</span>', page)
+    assert texts == ["🙂", CONTINUES] and "part 1 of 2 of “🙂”" in html.unescape(page)
+
+
+def test_legend_names_meanings_not_colours() -> None:
+    colours = re.compile(r"green|blue|purple|orange|red|yellow|vermill?ion", re.IGNORECASE)
+    for scale in SCALES:
+        for _, text in legend_entries(scale.key):
+            assert not colours.search(text), (scale.key, text)
+    assert [text for _, text in legend_entries("prob")] == ["> 70%", "50–70%", "30–50%", "10–30%", "< 10%"]
+
+
+def test_model_line() -> None:
+    assert model_line("GPT-2", "cpu") == "Model: GPT-2 · cpu"
+    assert model_line(None, None) == "Model: none loaded yet"
+    assert model_line(None, None, "GPT-2 Medium") == \
+        "Model: GPT-2 Medium · read-only import (not loaded here)"
+    assert model_line("GPT-2", "cpu", "GPT-2 Medium") == \
+        "Model: GPT-2 Medium · read-only import (not loaded here) · loaded: GPT-2 · cpu"

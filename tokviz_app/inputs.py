@@ -89,3 +89,54 @@ def public_message(message: str, typed: str, resolved: str | None = None) -> str
         return "…" + tail
 
     return _ABSOLUTE_PATH.sub(hide, message)
+
+
+MAX_TEMPERATURE = 5.0  # the temperature box's upper limit
+
+
+def _finite(value: object) -> float | None:
+    """A number the widgets may send (int, float, or "nan"/"inf" kept as text), None when blank or not finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _g(value: float) -> str:
+    return format(value, "g")
+
+
+def sampling_notes(temperature: object, top_k: object, top_p: object) -> list[str]:
+    """One sentence per sampling value that is not used as entered, saying what is used instead (the page's
+    settings are clamped the way `TabState.sampling_params` does): blank or non-numbers take the default,
+    temperature below 0 means greedy and above MAX_TEMPERATURE is MAX_TEMPERATURE, top-k is a whole number
+    from 0 (off), top-p is in (0, 1]. Temperature 0 (greedy) and top-p 1 (no cut) are ordinary choices."""
+    notes = []
+    t = _finite(temperature)
+    if t is None:
+        notes.append(f"Temperature {_blank_or(temperature)}; using 1.")
+    elif t < 0:
+        notes.append(f"Temperature {_g(t)} is below 0; generating greedily (always the most likely token).")
+    elif t > MAX_TEMPERATURE:
+        notes.append(f"Temperature {_g(t)} is above {_g(MAX_TEMPERATURE)}; using {_g(MAX_TEMPERATURE)}.")
+    k = _finite(top_k)
+    if k is None:
+        notes.append(f"Top-k {_blank_or(top_k)}; using 0 (off).")
+    elif k < 0:
+        notes.append(f"Top-k {_g(k)} is below 0; using 0 (off).")
+    elif k != int(k):
+        notes.append(f"Top-k {_g(k)} is not a whole number; using {int(k)}.")
+    p = _finite(top_p)
+    if p is None:
+        notes.append(f"Top-p {_blank_or(top_p)}; using 1 (no cut).")
+    elif p == 0:
+        notes.append("Top-p 0 would keep no tokens; using 1 (no cut).")
+    elif p < 0:
+        notes.append(f"Top-p {_g(p)} is below 0; using 0.000001 (only the most likely token).")
+    elif p > 1:
+        notes.append(f"Top-p {_g(p)} is above 1; using 1.")
+    return notes
+
+
+def _blank_or(value: object) -> str:
+    """"is blank" or "<value> is not a number", the start of a note."""
+    return "is blank" if value is None or value == "" else f"{value} is not a number"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 
 from ..present.scales import MODES, export_css, legend_entries, level_class, mode_class
-from ..present.text import detailed_hover_text, fmt, fmt_general, visible_text
+from ..present.text import ChipText, chip_texts, detailed_hover_text, fmt, fmt_general
 from .snapshot import SessionSnapshot
 
 # Layout only, mirroring .tv-text / .tv-token / .tv-legend in assets/tokviz.css (colours: export_css).
@@ -35,7 +35,7 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _chip(step, mode: str, *, prompt: bool) -> str:
+def _chip(step, shown: ChipText, mode: str, *, prompt: bool) -> str:
     """One token span (classes as on the page; .k/.g/.pr name chips for scripts and tests), then one <br>
     per newline in its text. No whitespace around it: inside pre-wrap text, whitespace would show."""
     classes = ["k", "pr tv-prompt-token" if prompt else "g tv-token", mode_class(step, mode)]
@@ -44,8 +44,9 @@ def _chip(step, mode: str, *, prompt: bool) -> str:
     attrs = f'data-prob="{_e(fmt(step.prob, 6)) if step.prob is not None else ""}"'
     if not prompt:
         attrs += f' data-position="{_e(step.position)}"'
-    return (f'<span class="{_e(" ".join(classes))}" {attrs} title="{_e(detailed_hover_text(step))}">'
-            f'{_e(visible_text(step.text))}</span>' + "<br>" * str(step.text).count("\n"))
+    title = detailed_hover_text(step, note=shown.note)
+    return (f'<span class="{_e(" ".join(classes))}" {attrs} title="{_e(title)}">'
+            f'{_e(shown.text)}</span>' + "<br>" * str(step.text).count("\n"))
 
 
 def _legend(mode: str) -> str:
@@ -57,8 +58,10 @@ def _legend(mode: str) -> str:
 def render_html(snapshot: SessionSnapshot, *, mode: str = "prob", palette: str = "default") -> str:
     branch = snapshot.branches[snapshot.active]
     label = _e(snapshot.model.get("label") or "")
-    chips = "".join([*(_chip(step, mode, prompt=True) for step in snapshot.prompt_tokens),
-                     *(_chip(step, mode, prompt=False) for step in branch.tokens)])
+    chips = "".join([*(_chip(step, shown, mode, prompt=True)
+                       for step, shown in zip(snapshot.prompt_tokens, chip_texts(snapshot.prompt_tokens))),
+                     *(_chip(step, shown, mode, prompt=False)
+                       for step, shown in zip(branch.tokens, chip_texts(branch.tokens)))])
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>tokviz – {label}</title>",
            f"<style>{_LAYOUT_CSS}\n{export_css(mode, palette)}</style></head><body>",
            (f"<h1>tokviz session</h1><p>Model: <b>{label}</b> · colour: {_e(MODES[mode])} · "

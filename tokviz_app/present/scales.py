@@ -1,7 +1,10 @@
 """Colour modes: ONE table (SCALES) and everything derived from it.
 
-Every mode maps a token to one of five levels (green best … red worst, "none" when unknown), drawn with the
-same five colours. Adding a colour mode is one new `Scale` record in SCALES, nothing else: the mode select
+Every mode maps a token to one of five levels, best first, drawn with the same five colours ("none" when
+unknown). The level names (green … red) are internal: they name the default palette's colours and the CSS
+classes; the legend names the bands by what they mean ("> 70%"), since the colour-blind palette has other hues.
+
+Adding a colour mode is one new `Scale` record in SCALES, nothing else: the mode select
 (MODES), the chip classes, the legend, the chart (when `axis` is set), the page CSS (`mode_css`) and the HTML
 export (`export_css`) all follow from the table.
 """
@@ -61,14 +64,13 @@ class Scale:
     labels: tuple[str, ...]
     axis: str | None = None  # the chart's y-axis name; None keeps the mode out of the chart
     axis_max: float | None = None
-    legend_names_levels: bool = False  # legend text "green > 70%": the mode people learn the colours from
 
 
 SCALES: tuple[Scale, ...] = (
     Scale("prob", "Probability", "p", lambda step: step.prob,
           (over(0.70), at_least(0.50), at_least(0.30), at_least(0.10), REST),
           ("> 70%", "50–70%", "30–50%", "10–30%", "< 10%"),
-          axis="probability", axis_max=1, legend_names_levels=True),
+          axis="probability", axis_max=1),
     Scale("rank", "Rank", "r", lambda step: step.rank,
           (under(2), under(11), under(101), under(1001), REST),
           ("top-1", "top-10", "top-100", "top-1000", "beyond")),
@@ -125,19 +127,21 @@ def metric_value(step: TokenStep, mode: str) -> float | None:
 
 
 def legend_entries(mode: str) -> list[tuple[str, str]]:
-    """(level, text) for the legend of a mode."""
-    scale = SCALE[mode]
-    return [(name, f"{name} {label}" if scale.legend_names_levels else label)
-            for name, label in zip(LEVELS, scale.labels)]
+    """(level, text) for the legend of a mode: the bands by meaning, never by colour (palettes differ)."""
+    return list(zip(LEVELS, SCALE[mode].labels))
 
 
 # ------------------------------------------------------------------------------------------------------- CSS
-# (background, accent) per level; "colorblind" follows the Okabe–Ito palette (blue → vermillion)
+# (background, accent) per level. "colorblind" is an ordered ramp, lightness falling in even steps from the
+# best level to the worst (backgrounds L* 96 → 56, accents L* 72 → 26) while the hue turns from yellow through
+# green, teal and blue to purple, as viridis does: lightness alone keeps the five apart for every kind of
+# colour vision, the hues add to it. tests/test_palette.py simulates protanopia, deuteranopia and tritanopia
+# and checks every pair stays at least ΔE2000 10 apart (the default palette's numbers are reported there).
 PALETTES: dict[str, dict[str, tuple[str, str]]] = {
     "default": {"green": ("#c6efc9", "#2e7d32"), "blue": ("#cfe3fb", "#1565c0"), "purple": ("#e5d4f7", "#6a1b9a"),
                 "orange": ("#ffe0b8", "#e65100"), "red": ("#fbd0d0", "#c62828"), "none": ("#eceff1", "#90a4ae")},
-    "colorblind": {"green": ("#c5e3f6", "#0072b2"), "blue": ("#d6eef9", "#56b4e9"), "purple": ("#f7f2b8", "#a89a00"),
-                   "orange": ("#fde3b0", "#e69f00"), "red": ("#f6cdb3", "#d55e00"), "none": ("#eceff1", "#90a4ae")},
+    "colorblind": {"green": ("#fef2e2", "#d2ad05"), "blue": ("#a6e7a6", "#01a85e"), "purple": ("#3dced7", "#0b808f"),
+                   "orange": ("#72a4dc", "#1e599a"), "red": ("#a777a1", "#5f2c4e"), "none": ("#eceff1", "#90a4ae")},
 }
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 from nicegui import ui
 
 from ..present.scales import MODES, legend_entries, level_class
+from ..present.text import CONTINUES
+
+# how chips show what is not plain text (present/text.py: visible_text, chip_texts)
+SYMBOLS = (f"· space  ↵ newline  → tab  ‹F0 9F› partial bytes  "
+           f"🙂{CONTINUES} one character split over tokens (shown on the first)")
 
 
 class Legend:
@@ -28,4 +33,4 @@ class Legend:
                         ui.element("span").classes(f"tv-swatch {level_class(name)}")
                         ui.label(text).classes("tv-legend-label")
                 with ui.element("span").classes("tv-legend-item"):
-                    ui.label("· space  ↵ newline  → tab  ‹F0 9F› partial bytes").classes("tv-legend-label tv-muted")
+                    ui.label(SYMBOLS).classes("tv-legend-label tv-muted").mark("legend-symbols")

@@ -19,9 +19,12 @@ from nicegui.elements.mixins.text_element import TextElement
 from ..core.types import TokenStep
 from .state import TabState
 from ..present.scales import prob_class, step_classes
-from ..present.text import hover_text, percent, visible_text
+from ..present.text import ChipText, chip_texts, hover_text, percent, visible_text
 
 CHUNK = 64
+# a character has at most 4 bytes and a partial token at least 1: re-joining the last JOIN_BACK chips of a
+# window twice as long is exact (chars starting before the window touch only its first 3 chips)
+JOIN_BACK = 4
 
 
 class TokenChip(TextElement):
@@ -31,14 +34,15 @@ class TokenChip(TextElement):
         super().__init__(tag="span", text=text)
 
 
-def _chip(step: TokenStep, *, prompt: bool) -> TokenChip:
-    chip = TokenChip(visible_text(step.text))
+def _chip(step: TokenStep, *, prompt: bool, shown: ChipText | None = None) -> TokenChip:
+    shown = shown or ChipText(visible_text(step.text))
+    chip = TokenChip(shown.text)
     chip.classes(("tv-prompt-token " if prompt else "tv-token ") + step_classes(step))
     if step.partial:
         chip.classes("tv-partial")
     if "\n" in step.text:
         chip.classes("tv-newline")
-    chip._props["title"] = hover_text(step)  # pylint: disable=protected-access
+    chip._props["title"] = hover_text(step, shown.note)  # pylint: disable=protected-access
     if not prompt:
         chip._props["data-position"] = step.position  # pylint: disable=protected-access
         chip._props["data-prob"] = f"{step.prob:.6f}" if step.prob is not None else ""  # pylint: disable=protected-access
@@ -78,8 +82,8 @@ class TokenView:
     def show_prompt(self, steps: list[TokenStep]) -> None:
         self.prompt_box.clear()
         with self.prompt_box:
-            for i, step in enumerate(steps):
-                chip = _chip(step, prompt=True).mark("prompt-token", f"prompt-token-{i}")
+            for i, (step, shown) in enumerate(zip(steps, chip_texts(steps))):
+                chip = _chip(step, prompt=True, shown=shown).mark("prompt-token", f"prompt-token-{i}")
                 chip.on("click", lambda _, s=step, c=chip: self._prompt_clicked(s, c), js_handler="() => emit()")
                 _breaks(step.text)
         self._update_placeholder()
@@ -97,9 +101,25 @@ class TokenView:
             extras = _breaks(step.text)
         self.chips.append(chip)
         self._extras.append(extras)
+        if step.partial and position < len(self.state.tokens) and self.state.tokens[position] is step:
+            self._rejoin(position + 1)
         if position == 0:
             self._update_placeholder()
         return chip
+
+    def _rejoin(self, end: int) -> None:
+        """A character split over partial tokens shows once (present/text.py chip_texts): after the chips
+        before `end` changed, the last few are shown again where their joined text changed."""
+        steps = self.state.tokens
+        if end > min(len(steps), len(self.chips)):
+            return
+        start = max(0, end - 2 * JOIN_BACK)
+        for k, shown in enumerate(chip_texts(steps[start:end]), start):
+            chip = self.chips[k]
+            if (start == 0 or k >= end - JOIN_BACK) and chip.text != shown.text:
+                chip.set_text(shown.text)
+                chip._props["title"] = hover_text(steps[k], shown.note)  # pylint: disable=protected-access
+                chip.update()
 
     def truncate(self, n: int) -> None:
         """Keep the first n generated chips."""
@@ -116,6 +136,8 @@ class TokenView:
         del self.chips[n:], self._extras[n:]
         while self._chunks and not self._chunks[-1].default_slot.children:
             self._chunks.pop().delete()
+        if 0 < n <= len(self.state.tokens) and self.state.tokens[n - 1].partial:  # a character may have lost its rest
+            self._rejoin(n)
         self._update_placeholder()
 
     def clear(self) -> None:
@@ -191,7 +213,10 @@ class TokenView:
         self.close_menu()
         step, chip = self.steps[position], self.chips[position]
         with chip:
-            menu = ui.menu().props("no-parent-event").classes("tv-alt-menu").mark("alt-menu")
+            # centred under the chip: where that overflows, Quasar shifts it inside the screen at full width
+            # (a left-aligned menu is only narrowed to the room beside the chip: percentages went off a phone)
+            menu = ui.menu().props('no-parent-event anchor="bottom middle" self="top middle"') \
+                .classes("tv-alt-menu").mark("alt-menu")
         with menu:
             ui.label(f"Alternatives for token {position}").classes("tv-alt-title")
             listed = False
@@ -211,7 +236,7 @@ class TokenView:
                             f"width: {max(alt.prob * 100, 0.5):.1f}%")
                     ui.label(percent(alt.prob)).classes("tv-alt-prob")
             if not listed:
-                ui.label(f"Chosen: {visible_text(step.text)!s} · {percent(step.prob)} · rank {step.rank}") \
+                ui.label(f"Chosen: “{visible_text(step.text)}” · {percent(step.prob)} · rank {step.rank}") \
                     .classes("tv-alt-note").mark("alt-current-note")
         menu.on("hide", lambda _, m=menu: self._forget(m))
         self.menu, self.menu_position = menu, position

@@ -1,4 +1,7 @@
-"""Picking and loading a model; attaching a loaded one to the tab."""
+"""Picking and loading a model; attaching a loaded one to the tab.
+
+The page never shows one model and uses another: the output card names the model in use (views.show_model),
+a failed load or switch puts the dropdown back to it, and an import made with another model says so."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from nicegui import background_tasks
 
 from ...core.contract import Model
 from ...core.errors import TokvizError
+from ...core.types import SessionSnapshot
 from ...inputs import public_message
 
 if TYPE_CHECKING:
@@ -95,6 +99,7 @@ class Models:
                 background_tasks.create(tab.files.make_import_live(), name="tokviz restore import")
             tab.say("")
         state.error = ""
+        tab.views.show_model()
         tab.views.picker.set_status(f"Ready: {model.label} on {model.device} ({model.dtype}), "
                                     f"context {model.context_length or 'unknown'} tokens, "
                                     f"vocabulary {model.vocab_size or 'unknown'}.")
@@ -111,8 +116,40 @@ class Models:
         tab.state.error = message
         if not tab.state.closed:
             tab.views.picker.hide_progress()
+            if self._keep_current():
+                message = f"Still using {tab.state.model.label}: {message}"
             tab.views.picker.set_status(message, error=True)
             tab.notify(message, "negative")
+
+    def _keep_current(self) -> bool:
+        """After a failed load or switch, the dropdown shows the model in use again (nothing changed).
+        False when no model is in use."""
+        tab, state = self.tab, self.tab.state
+        model, picker = state.model, tab.views.picker
+        if model is None:
+            return False
+        if model.key in picker.infos and picker.select.value != model.key:
+            picker.select.set_value(model.key)  # select() finds it attached already: nothing loads
+        state.model_key = model.key
+        picker.describe(model.key)
+        tab.views.show_model()
+        return True
+
+    def show_import(self, snapshot: SessionSnapshot) -> None:
+        """A read-only import of a model not loaded here: the dropdown switches to that model, and says so."""
+        tab = self.tab
+        picker = tab.views.picker
+        key = snapshot.model.get("key")
+        label = snapshot.model.get("label") or key or "an unknown model"
+        if key in picker.infos:
+            if picker.select.value != key:
+                picker.select.set_value(key)  # select(): it waits for Initialize (a loaded one was restored live)
+            message = f"This session was made with {label}; initialize it to continue."
+        else:
+            message = f"This session was made with {label}, which is not offered here: it stays read-only."
+        tab.views.show_model()
+        picker.set_status(message)
+        tab.notify(message, "info")
 
     def _permitted(self, key: str) -> str | None:
         """The catalog key to load, or None with a message: only the offered models load, unless the
@@ -133,6 +170,8 @@ class Models:
                 tab.state.model_key = info.key
                 return info.key
         tab.state.error = message
+        if self._keep_current():
+            message = f"Still using {tab.state.model.label}: {message}"
         tab.views.picker.set_status(message, error=True)
         tab.notify(message, "negative")
         return None
