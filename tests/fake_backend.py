@@ -8,7 +8,9 @@ depend only on the last two token ids and the position, so runs are reproducible
 It subclasses the contract (`tokviz_app.core.contract`), so it cannot drift from the real backends.
 Knobs for UI tests: `streams` (Generate to End as one generate() call), `step_delay` (seconds per step),
 `load_delay`, `eos_at` (force end-of-text at that generated position), and failing
-catalog entries ("offline-model", "huge-model"; any unknown name is not found).
+catalog entries ("offline-model", "huge-model"; any unknown name is not found). Chats (`start_chat`) use
+ChatML over `<|im_start|>` and `<|im_end|>`, the last two tokens; `chat_template = False` makes a model
+without a template.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tokviz_app.core.errors import (
     TokvizError,
 )
 from tokviz_app.core.branch_tree import BranchTree
+from tokviz_app.core.chat import check_messages, no_template
 from tokviz_app.core.contract import Capabilities, Model, ModelRegistry, Session
 from tokviz_app.core.types import Alternative, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
 from tokviz_app.engine.texts import search_vocabulary
@@ -42,6 +45,7 @@ WORDS = [
     "\n\n", " <b>", "bold", "</b>", " café",
 ]
 PRINTABLE = [chr(c) for c in range(32, 127)]
+CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]  # ChatML's; after the byte tokens, so no other id moves
 TOP_N = 10
 
 
@@ -66,12 +70,18 @@ def _build_vocab() -> tuple[list[str], list[bytes], list[bool]]:
         texts.append(f"‹{byte:02X}›")
         raw.append(b)
         partial.append(True)
+    for piece in CHAT_TOKENS:
+        texts.append(piece)
+        raw.append(piece.encode("utf-8"))
+        partial.append(False)
     return texts, raw, partial
 
 
 VOCAB_TEXT, VOCAB_BYTES, VOCAB_PARTIAL = _build_vocab()
 VOCAB_SIZE = len(VOCAB_TEXT)
+_BASE_SIZE = VOCAB_SIZE - len(CHAT_TOKENS)  # the tokens whose logits are drawn (as before the chat tokens)
 EOS_ID = 0
+IM_START_ID, IM_END_ID = _BASE_SIZE, _BASE_SIZE + 1
 _WORD_IDS = list(range(1, len(WORDS)))  # candidates that get boosted
 _BY_BYTES = {b: i for i, b in enumerate(VOCAB_BYTES)}
 _MAX_PIECE = max(len(b) for b in VOCAB_BYTES)
@@ -92,16 +102,28 @@ def tokenize(text: str) -> list[int]:
     return ids
 
 
-def _logits(prev: tuple[int, ...], index: int, salt: int, eos_boost: float) -> list[float]:
+def chat_prompt(messages: list[dict[str, str]]) -> list[int]:
+    """The fake's chat template (ChatML): "<|im_start|>role\ncontent<|im_end|>\n" each, then the generation
+    prompt "<|im_start|>assistant\n"."""
+    ids: list[int] = []
+    for m in messages:
+        ids += [IM_START_ID, *tokenize(f"{m['role']}\n{m['content']}"), IM_END_ID, *tokenize("\n")]
+    return ids + [IM_START_ID, *tokenize("assistant\n")]
+
+
+def _logits(prev: tuple[int, ...], index: int, salt: int, eos_boost: float, chat: bool = False) -> list[float]:
     rng = random.Random(zlib.crc32(repr((salt, prev[-2:], index % 5)).encode()))
-    logits = [rng.gauss(0.0, 1.0) for _ in range(VOCAB_SIZE)]
-    for i in range(len(WORDS) + len(PRINTABLE), VOCAB_SIZE):  # raw bytes: rare
+    logits = [rng.gauss(0.0, 1.0) for _ in range(_BASE_SIZE)]
+    for i in range(len(WORDS) + len(PRINTABLE), _BASE_SIZE):  # raw bytes: rare
         logits[i] -= 3.0
     for _ in range(rng.randint(1, 3)):  # a few favourites, some very sure
         logits[rng.choice(_WORD_IDS)] += rng.uniform(1.0, 10.0)
     if rng.random() < 0.05:
-        logits[rng.randrange(len(WORDS) + len(PRINTABLE), VOCAB_SIZE)] += 6.0  # sometimes a partial byte
+        logits[rng.randrange(len(WORDS) + len(PRINTABLE), _BASE_SIZE)] += 6.0  # sometimes a partial byte
     logits[EOS_ID] += eos_boost - 2.0
+    logits += [-30.0] * len(CHAT_TOKENS)  # the template's tokens: hardly ever drawn
+    if chat:  # an answer ends at the end of its turn where a text would end
+        logits[EOS_ID], logits[IM_END_ID] = logits[IM_END_ID], logits[EOS_ID]
     return logits
 
 
@@ -265,7 +287,8 @@ class FakeSession(BranchTree, Session):
     def _logits_at(self, index: int) -> list[float]:
         generated = index - self._n_prompt
         boost = 30.0 if self.model.eos_at is not None and generated == self.model.eos_at else 0.0
-        return _logits(tuple(self._ids[max(0, index - 2):index]), index, self.model.salt, boost)
+        return _logits(tuple(self._ids[max(0, index - 2):index]), index, self.model.salt, boost,
+                       chat=self.messages is not None)
 
     def _make_step(self, index: int, token_id: int, position: int, params: SamplingParams, *,
                    is_prompt: bool = False) -> TokenStep:
@@ -295,13 +318,13 @@ class FakeModel(Model):
         self.dtype = "float32"
         self.context_length = manager.context_length
         self.vocab_size = VOCAB_SIZE
-        self.eos_token_ids = frozenset({EOS_ID})
+        self.eos_token_ids = frozenset({EOS_ID, IM_END_ID})
         self.notices: list[str] = []
         self.salt = salt
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(streams=self.manager.streams)
+        return Capabilities(streams=self.manager.streams, chat_template=self.manager.chat_template)
 
     @property
     def step_delay(self) -> float:
@@ -336,10 +359,20 @@ class FakeModel(Model):
         self.manager.sessions.append(session)
         return session
 
+    def start_chat(self, messages: list[dict[str, str]], params: SamplingParams | None = None, *,
+                   should_stop: Callable[[], bool] | None = None) -> FakeSession:
+        messages = check_messages(messages)
+        if not self.capabilities.chat_template:
+            raise no_template(self.label)
+        session = self.start_from_ids(chat_prompt(messages), params)
+        session.messages = messages
+        return session
+
     def restore(self, snapshot: SessionSnapshot) -> FakeSession:
         if any(not 0 <= i < VOCAB_SIZE for i in snapshot.prompt_ids):
             raise TokvizError(f"This session was made with a different vocabulary than {self.label}'s.")
         session = FakeSession(self, list(snapshot.prompt_ids), snapshot.settings, restore=snapshot)
+        session.messages = None if snapshot.messages is None else [dict(m) for m in snapshot.messages]
         self.manager.sessions.append(session)
         return session
 
@@ -366,6 +399,7 @@ FAILING = {
 class FakeModelManager(ModelRegistry):
     device = "cpu"
     streams = False  # a test sets True: sessions stream Generate to End through generate(), as remote ones do
+    chat_template = True  # a test sets False: a model that cannot start chats
     def __init__(self, *, step_delay: float = 0.0, load_delay: float = 0.0, context_length: int = 512,
                  eos_at: int | None = None, extra_failing: bool = True) -> None:
         self.step_delay = step_delay

@@ -445,3 +445,87 @@ def test_is_eos(subject, start):
     forced = session.choose(len(session.tokens), eos)
     assert forced.token_id == eos and forced.position == 1 and session.is_eos(forced)
     assert session.token_ids[-1] == eos
+
+
+# ------------------------------------------------------------------------------------------ chat (issue 13)
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello world?"}]
+
+
+@pytest.fixture
+def chat(subject):
+    """`chat(messages=MESSAGES)`: a greedy chat session, closed after the test; skipped where the model has no
+    chat template (its capability says so)."""
+    if not subject.caps.chat_template:
+        pytest.skip(f"{subject.name}: the model has no chat template")
+    sessions: list[Session] = []
+
+    def open_chat(messages: list[dict[str, str]] = MESSAGES) -> Session:
+        session = subject.model.start_chat(messages, GREEDY)
+        sessions.append(session)
+        return session
+
+    yield open_chat
+    for session in sessions:
+        session.close()
+
+
+def test_chat_prompt_is_the_template_with_the_generation_prompt(subject, chat):
+    model = subject.model
+    session = chat()
+    assert isinstance(session, Session) and session.model is model
+    assert session.messages == MESSAGES and session.messages is not MESSAGES
+    assert session.tokens == [] and ids_of(session.prompt_tokens) == session.token_ids
+    for step in session.prompt_tokens:
+        assert (step.text, step.partial) == model.token_text(step.token_id)
+    text = model.decode(session.token_ids)
+    system, user = text.find("Be brief."), text.find("Hello world?")
+    assert 0 <= system < user
+    tail = text[user + len("Hello world?"):]
+    # the user's turn is closed by an end-of-turn token, then the assistant's is opened
+    assert any(model.token_text(eos)[0] in tail for eos in model.eos_token_ids)
+    assert "assistant" in tail and not any(tail.rstrip().endswith(model.token_text(eos)[0])
+                                           for eos in model.eos_token_ids)
+
+
+def test_chat_answer_continues_and_branches_in_the_same_turn(subject, chat):
+    session = chat()
+    prompt_ids = session.token_ids
+    session.generate(3)
+    if session.finish_reason == "eos":
+        pytest.skip(f"{subject.name}: the answer ended before three tokens")
+    chosen = session.choose(1, session.tokens[1].alternatives[1].token_id)
+    assert session.token_ids[: len(prompt_ids)] == prompt_ids and session.token_ids[-1] == chosen.token_id
+    assert len(session.branches) == 2 and session.messages == MESSAGES  # an alternative is not a new turn
+    check_step(session.step(), subject, position=2, greedy=True)
+
+
+def test_chat_snapshot_keeps_the_messages(subject, chat, start):
+    from tokviz_app.exports.snapshot import from_json, to_json
+
+    model = subject.model
+    session = chat()
+    session.generate(2)
+    snapshot = session.snapshot()
+    assert snapshot.messages == MESSAGES
+    restored = model.restore(from_json(to_json(snapshot)))
+    try:
+        assert restored.messages == MESSAGES and restored.token_ids == session.token_ids
+        expected = session.step()
+        assert restored.step().token_id == expected.token_id
+    finally:
+        restored.close()
+    plain = start()
+    assert plain.messages is None and plain.snapshot().messages is None
+
+
+def test_chat_refusals(subject):
+    model = subject.model
+    for bad in ([], [{"role": "system", "content": "Be brief."}], [{"role": "tool", "content": "x"}]):
+        with pytest.raises(TokvizError):
+            model.start_chat(bad, GREEDY)
+    if not subject.caps.chat_template:
+        with pytest.raises(TokvizError, match="no chat template"):
+            model.start_chat(MESSAGES, GREEDY)
+    elif model.context_length is not None:
+        with pytest.raises(PromptTooLongError):
+            model.start_chat([{"role": "user", "content": " the" * (model.context_length + 8)}], GREEDY)

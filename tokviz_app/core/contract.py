@@ -28,7 +28,7 @@ class Capabilities:
     full_vocabulary_rank: bool = True  # rank of any token (False: unknown beyond the returned alternatives)
     vocabulary_search: bool = True  # `find_tokens` + `Session.score` work for any token
     layer_access: bool = False  # per-layer hidden states (no backend offers them yet)
-    chat_template: bool = False  # a chat template for chat sessions (no backend offers chat sessions yet)
+    chat_template: bool = False  # `Model.start_chat` works: the model's tokenizer has a chat template
 
 
 @runtime_checkable
@@ -41,6 +41,7 @@ class Session(Protocol):
     prompt_tokens: list[TokenStep]
     finish_reason: str | None  # "eos", "length", "context", "stopped" after generate()
     warnings: list[str]  # caveats about this session's numbers, for the page (e.g. a server's text prompts)
+    messages: list[dict[str, str]] | None = None  # the chat it was started from (`Model.start_chat`); None: a prompt
 
     # read-only views, provided for every session by `core.branch_tree.BranchTree`
     closed: bool
@@ -92,6 +93,7 @@ class Session(Protocol):
             prompt_tokens=list(self.prompt_tokens),
             branches=[b.copy() for b in self.branches],
             active=self.active_branch.id,
+            messages=None if self.messages is None else [dict(m) for m in self.messages],
         )
 
 
@@ -131,8 +133,17 @@ class Model(Protocol):
         """A session whose prompt is these token ids (no tokenizer involved)."""
 
     @abstractmethod
+    def start_chat(self, messages: list[dict[str, str]], params: SamplingParams | None = None, *,
+                   should_stop: StopCheck | None = None) -> Session:
+        """A session whose prompt is `messages` ({"role": "system" | "user" | "assistant", "content": text})
+        rendered to token ids by the model's chat template with the generation prompt; it ends at the
+        end-of-turn token (one of `eos_token_ids`) and keeps the messages in `session.messages`. Raises
+        TokvizError where `capabilities.chat_template` is False or the messages are not a chat
+        (`core.chat.check_messages`)."""
+
+    @abstractmethod
     def restore(self, snapshot: SessionSnapshot) -> Session:
-        """A live session from a snapshot, without re-scoring."""
+        """A live session from a snapshot, without re-scoring (its `messages` included)."""
 
     @abstractmethod
     def find_tokens(self, query: str, limit: int = 20) -> list[tuple[int, str]]:

@@ -122,6 +122,7 @@ class SessionSnapshot:
     branches: list[Branch]
     active: int = 0
     extra: dict = field(default_factory=dict)
+    messages: list[dict[str, str]] | None = None  # the chat the session was started from; None: a plain prompt
 
     @property
     def tokens(self) -> list[TokenStep]:

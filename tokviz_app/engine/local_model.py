@@ -6,10 +6,12 @@ from typing import Callable
 
 import torch
 
+from ..core.chat import check_messages, no_template
 from ..core.contract import Capabilities, Model
 from ..core.errors import PromptTooLongError, TokvizError
 from ..core.types import ModelInfo, SamplingParams, SessionSnapshot
 from .catalog import ModelSpec
+from .chat import chat_ids, end_of_turn_ids, has_template
 from .devices import dtype_name
 from .kernels import KernelReport
 from .lane import InferenceLane
@@ -36,7 +38,8 @@ class LoadedModel(Model):
         self.load_seconds = load_seconds
         # counted before any kernel layout change (a packed copy is no longer a parameter)
         self.weight_bytes = weight_bytes if weight_bytes is not None else parameter_bytes(hf_model)
-        self.capabilities = Capabilities()  # exact numbers over the whole vocabulary, steps (not streams)
+        # exact numbers over the whole vocabulary, steps (not streams)
+        self.capabilities = Capabilities(chat_template=has_template(tokenizer))
         self.notices: list[str] = []
         config = hf_model.config
         self.context_length = int(
@@ -46,6 +49,7 @@ class LoadedModel(Model):
         eos = getattr(config, "eos_token_id", None)
         eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
         eos_ids.add(tokenizer.eos_token_id)
+        eos_ids |= end_of_turn_ids(tokenizer)  # a chat's answer ends there (SmolLM2: <|im_end|>)
         self.eos_token_ids = frozenset(i for i in eos_ids if i is not None)
         self.bos_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self._texts = TokenTexts(tokenizer)
@@ -88,6 +92,21 @@ class LoadedModel(Model):
         return GenerationSession(self, list(ids), params or SamplingParams(), bos_added=False,
                                  should_stop=should_stop)
 
+    def start_chat(self, messages: list[dict[str, str]], params: SamplingParams | None = None, *,
+                   should_stop: Callable[[], bool] | None = None) -> GenerationSession:
+        """A session whose prompt is the chat rendered by the tokenizer's template (ids, never re-encoded)."""
+        messages = check_messages(messages)
+        if not self.capabilities.chat_template:
+            raise no_template(self.label)
+        ids = chat_ids(self.tokenizer, messages, self.label)
+        if len(ids) > self.context_length:
+            raise PromptTooLongError(
+                f"The chat is {len(ids)} tokens long with its template, but {self.label} reads at most "
+                f"{self.context_length} tokens. Shorten it by at least {len(ids) - self.context_length} tokens.")
+        session = GenerationSession(self, ids, params or SamplingParams(), bos_added=False, should_stop=should_stop)
+        session.messages = messages
+        return session
+
     def restore(self, snapshot: SessionSnapshot) -> GenerationSession:
         """A live session from an exported snapshot: same tokens and numbers, no re-scoring."""
         ids = list(snapshot.prompt_ids)
@@ -97,7 +116,9 @@ class LoadedModel(Model):
                                      f"{self.context_length}.")
         if any(i >= self.vocab_size for i in ids):
             raise TokvizError(f"This session was made with a different vocabulary than {self.label}'s.")
-        return GenerationSession(self, ids, snapshot.settings, bos_added=False, restore=snapshot)
+        session = GenerationSession(self, ids, snapshot.settings, bos_added=False, restore=snapshot)
+        session.messages = None if snapshot.messages is None else [dict(m) for m in snapshot.messages]
+        return session
 
     def find_tokens(self, query: str, limit: int = 20) -> list[tuple[int, str]]:
         """Vocabulary search by readable text: exact matches first, then prefixes, then substrings."""

@@ -12,6 +12,7 @@ import json
 import math
 import re
 
+from ..core.chat import ROLES
 from ..core.contract import Model
 from ..core.errors import ImportFormatError
 from ..core.types import SessionSnapshot
@@ -30,6 +31,7 @@ MAX_TOKEN_CHARS = 1_000
 MAX_LABEL_CHARS = 1_000
 MAX_ALTERNATIVES = 100
 MAX_EXTRA_DEPTH = 16
+MAX_MESSAGES = 1_000  # a chat's messages; their contents together hold at most MAX_PROMPT_CHARS
 MIN_LOGPROB = -700.0  # exp(700) still fits a float: a branch's perplexity stays finite
 SLACK = 1e-3  # float32 rounding: a probability may read 1.0000001, an entropy -1e-7
 
@@ -162,6 +164,23 @@ def _extra(value, path: str) -> dict:
     return value
 
 
+def _messages(value, path: str) -> list[dict[str, str]]:
+    """The chat a session was started from: {role, content} with the roles `start_chat` takes."""
+    out, total = [], 0
+    for i, m in enumerate(_list(value, path, MAX_MESSAGES, least=1)):
+        d = _obj(m, f"{path}[{i}]", ("role", "content"))
+        if d["role"] not in ROLES:
+            _fail(f"{path}[{i}].role", f"must be one of {', '.join(ROLES)}", d["role"])
+        content = _str(d["content"], f"{path}[{i}].content", MAX_PROMPT_CHARS)
+        total += len(content)
+        out.append({"role": d["role"], "content": content})
+    if total > MAX_PROMPT_CHARS:
+        _fail(path, f"hold more than {MAX_PROMPT_CHARS:,} characters together", found=False)
+    if not any(m["role"] == "user" for m in out):
+        _fail(path, "must hold at least one user message", found=False)
+    return out
+
+
 def too_big(size: int) -> ImportFormatError:
     return ImportFormatError(f"This file is {size / 2**20:.1f} MB; tokviz imports session files of at most "
                              f"{MAX_IMPORT_BYTES // 2**20} MB.")
@@ -199,7 +218,7 @@ def load(data: str | bytes) -> dict:
 
 def _document(doc: dict) -> dict:
     _obj(doc, "the file", ("format", "version", "model", "settings", "prompt", "prompt_ids", "prompt_tokens",
-                           "branches", "active"), ("extra",))
+                           "branches", "active"), ("extra", "messages"))
     model = _obj(doc["model"], "model", (), tuple(doc["model"]) if type(doc["model"]) is dict else ())
     if len(model) > 20:
         _fail("model", "has more than 20 fields", found=False)
@@ -220,7 +239,8 @@ def _document(doc: dict) -> dict:
            "prompt_ids": [_int(v, f"prompt_ids[{i}]", 0, MAX_TOKEN_ID) for i, v in enumerate(prompt_ids)],
            "prompt_tokens": [step(t, f"prompt_tokens[{i}]", i, True) for i, t in enumerate(prompt_tokens)],
            "branches": [], "active": _int(doc["active"], "active", 0, len(branches) - 1),
-           "extra": _extra(doc["extra"], "extra") if "extra" in doc else {}}
+           "extra": _extra(doc["extra"], "extra") if "extra" in doc else {},
+           "messages": _opt(_messages, doc.get("messages"), "messages")}
     if out["prompt_ids"] != [t["token_id"] for t in out["prompt_tokens"]]:
         _fail("prompt_ids", "must be the token ids of prompt_tokens", found=False)
     for i, b in enumerate(branches):

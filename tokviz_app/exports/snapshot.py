@@ -42,6 +42,7 @@ def to_dict(snapshot: SessionSnapshot) -> dict:
                      for b in snapshot.branches],
         "active": snapshot.active,
         **({"extra": snapshot.extra} if snapshot.extra else {}),
+        **({"messages": [dict(m) for m in snapshot.messages]} if snapshot.messages is not None else {}),
     }
 
 
@@ -65,5 +66,5 @@ def from_json(text: str | bytes) -> SessionSnapshot:
         model=doc["model"], settings=SamplingParams(**doc["settings"]), prompt=doc["prompt"],
         prompt_ids=doc["prompt_ids"], prompt_tokens=steps(doc["prompt_tokens"]),
         branches=[Branch(b["id"], steps(b["tokens"]), b["parent"], b["split"]) for b in doc["branches"]],
-        active=doc["active"], extra=doc["extra"],
+        active=doc["active"], extra=doc["extra"], messages=doc["messages"],
     )

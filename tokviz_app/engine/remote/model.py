@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
+from ...core.chat import check_messages, no_template
 from ...core.contract import Capabilities, Model, Progress, StopCheck
 from ...core.errors import ContextFullError, ModelNotFoundError, PromptTooLongError, TokvizError
 from ...core.types import ModelInfo, SamplingParams, SessionSnapshot
+from ..chat import chat_ids
 from ..texts import prompt_ids, search_vocabulary
 from .client import ServerClient, ServerContextFull
 from .listing import list_models, remote_key, remote_label
@@ -68,7 +70,8 @@ class RemoteModel(Model):
         self.notices += probe(self)
         # numbers come from the server's top-n lists; Generate to End is one streaming request
         self.capabilities = Capabilities(streams=True, exact_entropy=False, full_vocabulary_rank=False,
-                                         vocabulary_search=self.vocab.searchable)
+                                         vocabulary_search=self.vocab.searchable,
+                                         chat_template=self.vocab.chat_template)
         self.load_seconds = time.perf_counter() - started
 
     # --------------------------------------------------------------- text
@@ -97,13 +100,29 @@ class RemoteModel(Model):
         self._check_length(len(ids))
         return RemoteSession(self, list(ids), params or SamplingParams(), bos_added=False)
 
+    def start_chat(self, messages: list[dict[str, str]], params: SamplingParams | None = None, *,
+                   should_stop: StopCheck | None = None) -> RemoteSession:
+        """The chat rendered by the local tokenizer's template to ids, then the same path as any prompt (ids to
+        servers that take them, else their exact text); the server's chat endpoint is not used."""
+        messages = check_messages(messages)
+        if not self.capabilities.chat_template or not isinstance(self.vocab, HFVocab):
+            raise no_template(self.label)
+        ids = chat_ids(self.vocab.tokenizer, messages, self.label)
+        self._check_length(len(ids))
+        session = RemoteSession(self, ids, params or SamplingParams(), bos_added=False)
+        session.messages = messages
+        return session
+
     def restore(self, snapshot: SessionSnapshot) -> RemoteSession:
         """A live session from an exported snapshot (the server keeps no state: nothing is re-scored)."""
         total = len(snapshot.prompt_ids) + max((len(b.tokens) for b in snapshot.branches), default=0)
         self._check_length(total)
         if self.vocab_size and any(i >= self.vocab_size for i in snapshot.prompt_ids):
             raise TokvizError(f"This session was made with a different vocabulary than {self.label}'s.")
-        return RemoteSession(self, list(snapshot.prompt_ids), snapshot.settings, bos_added=False, restore=snapshot)
+        session = RemoteSession(self, list(snapshot.prompt_ids), snapshot.settings, bos_added=False,
+                                restore=snapshot)
+        session.messages = None if snapshot.messages is None else [dict(m) for m in snapshot.messages]
+        return session
 
     def find_tokens(self, query: str, limit: int = 20) -> list[tuple[int, str]]:
         if not query or not self.vocab.searchable:

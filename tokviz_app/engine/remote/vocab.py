@@ -23,6 +23,7 @@ class HFVocab:
     searchable = True
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        from ..chat import end_of_turn_ids, has_template
         from ..texts import TokenTexts
 
         self.tokenizer = tokenizer
@@ -30,7 +31,8 @@ class HFVocab:
         self.size = len(tokenizer)
         self.bos_token_id = tokenizer.bos_token_id
         eos = tokenizer.eos_token_id
-        self.eos_token_ids = frozenset([eos] if eos is not None else [])
+        self.eos_token_ids = frozenset([eos] if eos is not None else []) | end_of_turn_ids(tokenizer)
+        self.chat_template = has_template(tokenizer)  # chats are rendered here, to token ids
         self.special_ids = frozenset(tokenizer.all_special_ids)
         self._by_text: dict[str, list[int]] | None = None
         self._by_bytes: dict[bytes, list[int]] | None = None
@@ -84,6 +86,7 @@ class ServerVocab:
     """
 
     searchable = False
+    chat_template = False  # no template here; the server's chat endpoint is not used
     size: int | None = None
     bos_token_id: int | None = None
     special_ids: frozenset[int] = frozenset()
