@@ -7,10 +7,10 @@ depend only on the last two token ids and the position, so runs are reproducible
 
 It subclasses the contract (`tokviz_app.core.contract`), so it cannot drift from the real backends.
 Knobs for UI tests: `streams` (Generate to End as one generate() call), `step_delay` (seconds per step),
-`load_delay`, `eos_at` (force end-of-text at that generated position), and failing
-catalog entries ("offline-model", "huge-model"; any unknown name is not found). Chats (`start_chat`) use
-ChatML over `<|im_start|>` and `<|im_end|>`, the last two tokens; `chat_template = False` makes a model
-without a template.
+`prefill_delay` (seconds per prompt token, scored in chunks with progress and stop checks), `load_delay`,
+`eos_at` (force end-of-text at that generated position), and failing catalog entries ("offline-model",
+"huge-model"; any unknown name is not found). Chats (`start_chat`) use ChatML over `<|im_start|>` and
+`<|im_end|>`, the last two tokens; `chat_template = False` makes a model without a template.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import zlib
 from collections.abc import Callable
 
 from tokviz_app.core.errors import (
+    CancelledWork,
     ContextFullError,
     ModelLoadError,
     ModelNotFoundError,
@@ -47,6 +48,7 @@ WORDS = [
 PRINTABLE = [chr(c) for c in range(32, 127)]
 CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]  # ChatML's; after the byte tokens, so no other id moves
 TOP_N = 10
+PREFILL_CHUNK = 64  # prompt tokens between progress reports and stop checks (the engine: 512, split further)
 
 
 def _build_vocab() -> tuple[list[str], list[bytes], list[bool]]:
@@ -344,11 +346,27 @@ class FakeModel(Model):
         return VOCAB_TEXT[token_id], VOCAB_PARTIAL[token_id]
 
     def start(self, prompt: str, params: SamplingParams | None = None, *,
-              should_stop: Callable[[], bool] | None = None) -> FakeSession:
+              should_stop: Callable[[], bool] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> FakeSession:
         ids = tokenize(prompt)
+        if len(ids) <= self.context_length:
+            self._score_slowly(len(ids or [EOS_ID]), should_stop, progress)
         session = self.start_from_ids(ids or [EOS_ID], params)
         session._bos_added = not ids  # as the engine: an empty prompt starts from end-of-text, left out of `text`
         return session
+
+    def _score_slowly(self, n: int, should_stop: Callable[[], bool] | None,
+                      progress: Callable[[int, int], None] | None) -> None:
+        """The engine's pace through a prompt: chunks, a stop check and a progress report before each."""
+        for start in range(0, n, PREFILL_CHUNK):
+            if progress is not None:
+                progress(start, n)
+            if should_stop is not None and should_stop():
+                raise CancelledWork("The work was cancelled.")
+            if self.manager.prefill_delay:
+                time.sleep(self.manager.prefill_delay * min(PREFILL_CHUNK, n - start))
+        if progress is not None:
+            progress(n, n)
 
     def start_from_ids(self, ids: list[int], params: SamplingParams | None = None, *,
                        should_stop: Callable[[], bool] | None = None) -> FakeSession:
@@ -401,8 +419,9 @@ class FakeModelManager(ModelRegistry):
     streams = False  # a test sets True: sessions stream Generate to End through generate(), as remote ones do
     chat_template = True  # a test sets False: a model that cannot start chats
     def __init__(self, *, step_delay: float = 0.0, load_delay: float = 0.0, context_length: int = 512,
-                 eos_at: int | None = None, extra_failing: bool = True) -> None:
+                 eos_at: int | None = None, extra_failing: bool = True, prefill_delay: float = 0.0) -> None:
         self.step_delay = step_delay
+        self.prefill_delay = prefill_delay
         self.load_delay = load_delay
         self.generate_calls = 0
         self.context_length = context_length

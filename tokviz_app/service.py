@@ -42,6 +42,16 @@ ProgressHandler = Callable[[float | None, str], None]
 T = TypeVar("T")
 
 
+def _on_loop(callback: Callable[..., None] | None, stopped: Callable[[], bool] = lambda: False) -> Callable[..., None]:
+    """`callback` for a worker thread: each call runs on this event loop (none once it closed or `stopped()`)."""
+    loop = asyncio.get_running_loop()
+
+    def call(*args: Any) -> None:
+        if callback is not None and not stopped() and not loop.is_closed():
+            loop.call_soon_threadsafe(callback, *args)
+    return call
+
+
 @dataclass(eq=False)
 class SessionHandle:
     """One tab's generation session. `session` is set once the prompt is scored."""
@@ -84,24 +94,21 @@ class ModelService:
         model = self.loaded_model(key)
         if model is not None:
             return model
-        loop = asyncio.get_running_loop()
-
-        def progress(fraction: float | None, message: str) -> None:
-            if on_progress is not None and not loop.is_closed():
-                loop.call_soon_threadsafe(on_progress, fraction, message)
-
-        return await self._call(self.manager.load, key, progress)
+        return await self._call(self.manager.load, key, _on_loop(on_progress))
 
     # --------------------------------------------------------------- sessions
     @staticmethod
     def new_handle(model: Model, prompt: str, params: SamplingParams) -> SessionHandle:
         return SessionHandle(model=model, prompt=prompt, params=params)
 
-    async def start(self, handle: SessionHandle) -> SessionHandle:
-        """Tokenise and score the prompt. If the handle is closed meanwhile, the session is freed."""
+    async def start(self, handle: SessionHandle, on_progress: Callable[[int, int], None] | None = None) -> SessionHandle:
+        """Tokenise and score the prompt; `on_progress(scored, total)` is called on the event loop as it goes.
+        If the handle is closed meanwhile, the session is freed."""
+        progress = _on_loop(on_progress, stopped=lambda: handle.closed)
 
         def work() -> SessionHandle:
-            session = handle.model.start(handle.prompt, handle.params, should_stop=lambda: handle.closed)
+            session = handle.model.start(handle.prompt, handle.params, should_stop=lambda: handle.closed,
+                                         progress=progress)
             with handle.lock:
                 if handle.closed:
                     session.close()

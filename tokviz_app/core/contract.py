@@ -17,6 +17,7 @@ from .types import Branch, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
 
 Progress = Callable[[float | None, str], None]  # (fraction or None, message), from a worker thread
 StopCheck = Callable[[], bool]
+PrefillProgress = Callable[[int, int], None]  # (prompt tokens scored, total), from a worker thread
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,9 @@ class Model(Protocol):
 
     @abstractmethod
     def start(self, prompt: str, params: SamplingParams | None = None, *,
-              should_stop: StopCheck | None = None) -> Session:
-        """A session with every prompt token scored; CancelledWork when `should_stop()` turns true."""
+              should_stop: StopCheck | None = None, progress: PrefillProgress | None = None) -> Session:
+        """A session with every prompt token scored; CancelledWork when `should_stop()` turns true.
+        `progress(scored, total)` is called as the prompt is scored (at least once: at the end)."""
 
     @abstractmethod
     def start_from_ids(self, ids: list[int], params: SamplingParams | None = None, *,

@@ -70,10 +70,12 @@ class LoadedModel(Model):
 
     # --------------------------------------------------------------- sessions
     def start(self, prompt: str, params: SamplingParams | None = None, *,
-              should_stop: Callable[[], bool] | None = None) -> GenerationSession:
+              should_stop: Callable[[], bool] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> GenerationSession:
         """A new session: the prompt is tokenised once and scored in one pass (chunked).
 
-        `should_stop` is asked between chunks of the prompt; when it says so, CancelledWork is raised."""
+        `should_stop` is asked between chunks of the prompt; when it says so, CancelledWork is raised.
+        `progress(scored, total)` is called before each chunk and at the end."""
         params = params or SamplingParams()
         ids, bos_added = prompt_ids(self.encode, prompt, self.bos_token_id)
         if len(ids) > self.context_length:
@@ -81,7 +83,7 @@ class LoadedModel(Model):
                 f"The prompt is {len(ids)} tokens long, but {self.label} reads at most {self.context_length} tokens. "
                 f"Shorten it by at least {len(ids) - self.context_length} tokens."
             )
-        return GenerationSession(self, ids, params, bos_added=bos_added, should_stop=should_stop)
+        return GenerationSession(self, ids, params, bos_added=bos_added, should_stop=should_stop, progress=progress)
 
     def start_from_ids(self, ids: list[int], params: SamplingParams | None = None, *,
                        should_stop: Callable[[], bool] | None = None) -> GenerationSession:

@@ -32,7 +32,8 @@ class GenerationSession(BranchTree, Session):
     """
 
     def __init__(self, model: LoadedModel, prompt_ids: list[int], params: SamplingParams, *, bos_added: bool,
-                 restore=None, should_stop: Callable[[], bool] | None = None) -> None:
+                 restore=None, should_stop: Callable[[], bool] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         self.model = model
         self.params = params
         self._ids: list[int] = list(prompt_ids)
@@ -52,7 +53,7 @@ class GenerationSession(BranchTree, Session):
         self.warnings: list[str] = []  # exact numbers: nothing to warn about
         try:
             if restore is None:
-                self._prefill(should_stop)
+                self._prefill(should_stop, progress)
             else:
                 self._restore(restore)
         except BaseException:  # cancelled or failed: the slot's memory goes at once
@@ -213,8 +214,10 @@ class GenerationSession(BranchTree, Session):
         self._crop_to(index - 1)
         return self._forward(self._ids[self._cached : index])[-1]
 
-    def _prefill(self, should_stop: Callable[[], bool] | None) -> None:
-        """Score the prompt in chunks and keep the prediction for the first new token."""
+    def _prefill(self, should_stop: Callable[[], bool] | None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        """Score the prompt in chunks and keep the prediction for the first new token; `progress(scored, total)`
+        before each chunk and at the end (a long prompt takes many seconds on a CPU: the page shows how far it got)."""
         ids = self._ids
         texts = self.model.token_text
         first_text, first_partial = texts(ids[0])
@@ -222,6 +225,8 @@ class GenerationSession(BranchTree, Session):
             TokenStep(ids[0], first_text, None, None, None, None, None, (), 0, True, first_partial, self.params)
         )
         for start in range(0, len(ids), PREFILL_CHUNK):
+            if progress is not None:
+                progress(start, len(ids))
             chunk = ids[start : start + PREFILL_CHUNK]
             logits = self._forward(chunk, should_stop)  # the lane splits it further between other tabs' steps
             targets = ids[start + 1 : start + 1 + len(chunk)]
@@ -229,6 +234,8 @@ class GenerationSession(BranchTree, Session):
                 self.prompt_tokens.extend(token_steps(logits[: len(targets)], targets, start + 1, is_prompt=True,
                                                      params=self.params, texts=texts))
             self._next_logits = logits[-1]
+        if progress is not None:
+            progress(len(ids), len(ids))
 
     def _restore(self, snapshot) -> None:
         """Take tokens, numbers and branches from a snapshot; only rebuild the KV cache."""

@@ -1,6 +1,10 @@
 """The per-position line chart (ui.echart), synchronised with the token text.
 
 Updated at most every THROTTLE seconds while streaming (and once at the end), never per token.
+Two series: the line (series 0, plain values, silent) and the points on it (series 1, a scatter), each point
+[position, value, level, token text, value text], coloured by its level in the tab's colour mode (a hidden
+piecewise visualMap over the level, in the tab's palette) and clickable within ~10 px (a transparent border
+widens the hit area beyond the drawn dot).
 """
 
 from __future__ import annotations
@@ -13,9 +17,21 @@ from nicegui import ui
 
 from ..core.types import TokenStep
 from .state import TabState
-from ..present.scales import CHART_METRICS, SCALE, metric_value
+from ..present.scales import CHART_METRICS, LEVELS, PALETTES, SCALE, level, metric_value
+from ..present.text import fmt, percent, visible_text
 
 THROTTLE = 0.2
+NO_LEVEL = len(LEVELS)  # the level index of a token whose colour-mode number is unknown
+# The tooltip: position, token text and value, escaped (token text is untrusted: it may be markup).
+TOOLTIP = """(params) => {
+  const list = Array.isArray(params) ? params : [params];
+  const point = list.find((p) => p.seriesIndex === 1 && Array.isArray(p.data));
+  if (!point) return '';
+  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => '&#' + c.charCodeAt(0) + ';');
+  const [position, , , text, value] = point.data;
+  return 'token ' + position + ': <span style="font-family: monospace; white-space: pre; font-weight: 600">'
+    + esc(text) + '</span><br>' + esc(value);
+}"""
 
 
 class TokenChart:
@@ -37,15 +53,31 @@ class TokenChart:
         return {
             "animation": False,
             "grid": {"left": 48, "right": 16, "top": 24, "bottom": 28},
-            "tooltip": {"trigger": "axis"},
+            "tooltip": {"trigger": "axis", ":formatter": TOOLTIP},
             "xAxis": {"type": "category", "data": [], "name": "position"},
             "yAxis": {"type": "value", "name": CHART_METRICS[self.metric], "min": 0,
                       "splitLine": {"lineStyle": {"color": "rgba(128, 128, 128, 0.25)"}}},
-            "series": [{"type": "line", "data": [], "symbolSize": 7, "showAllSymbol": True,
-                        "lineStyle": {"width": 1.5},
-                        "markPoint": {"symbol": "circle", "symbolSize": 14, "silent": True, "label": {"show": False},
-                                      "itemStyle": {"color": "#ff6f00"}, "data": []}}],
+            "visualMap": {"type": "piecewise", "show": False, "seriesIndex": 1, "dimension": 2,
+                          "pieces": self._pieces()},
+            "series": [{"type": "line", "data": [], "showSymbol": False, "silent": True,
+                        "lineStyle": {"width": 1.5, "color": "#90a4ae"}, "itemStyle": {"color": "#90a4ae"},
+                        "markPoint": {"symbol": "circle", "symbolSize": 16, "silent": True, "label": {"show": False},
+                                      "itemStyle": {"color": "#ff6f00"}, "data": []}},
+                       {"type": "scatter", "data": [], "symbolSize": 10, "z": 3, "emphasis": {"scale": 1.5},
+                        "itemStyle": {"borderWidth": 10, "borderColor": "rgba(0, 0, 0, 0)"}}],
         }
+
+    def _pieces(self) -> list[dict]:
+        """The colour of each level (accent colours of the tab's palette, as the chips' underlines)."""
+        colours = PALETTES[self.state.palette]
+        return [{"value": i, "color": colours[name][1]} for i, name in enumerate((*LEVELS, "none"))]
+
+    def _point(self, position: int, step: TokenStep, value: float | None) -> list:
+        """[position, value, level index in the colour mode, token text, value text] (the tooltip reads them)."""
+        name = level(step, self.state.mode)
+        shown = percent(value) if self.metric == "prob" else fmt(value, 2, " bits")
+        return [position, value, LEVELS.index(name) if name else NO_LEVEL, visible_text(step.text),
+                f"{CHART_METRICS[self.metric].split(' (')[0]} {shown}"]
 
     # ----------------------------------------------------------------- data
     @property
@@ -80,6 +112,8 @@ class TokenChart:
         options["yAxis"]["max"] = SCALE[self.metric].axis_max
         series = options["series"][0]
         series["data"] = values
+        options["series"][1]["data"] = [self._point(i, s, v) for i, (s, v) in enumerate(zip(self.steps, values))]
+        options["visualMap"]["pieces"] = self._pieces()  # the palette may have changed
         mark = []
         if self.selected is not None and self.selected < len(values):
             mark = [{"coord": [self.selected, values[self.selected]], "value": self.selected}]

@@ -123,7 +123,7 @@ class GenerationControls:
     def __init__(self, *, max_limit: int, on_next: Callable[[], Any],
                  on_end: Callable[[], Any], on_stop: Callable[[], Any], on_reset: Callable[[], Any]) -> None:
         with ui.card().classes("tv-card w-full").mark("prompt-card"):
-            self.prompt = ui.textarea("Prompt").props("autogrow outlined").classes("w-full") \
+            self.prompt = ui.textarea("Prompt").props("autogrow outlined").classes("w-full tv-prompt-box") \
                 .mark("prompt")
             with ui.row().classes("w-full items-center gap-2 tv-buttons"):
                 self.next = ui.button("Generate Next Token", on_click=on_next) \
@@ -144,8 +144,9 @@ class GenerationControls:
                         .classes("tv-num").mark("top-k")
                     self.top_p = NumberBox("Top-p", value=1.0, min=0.01, max=1.0, step=0.05, format="%.2f") \
                         .classes("tv-num").mark("top-p")
-                    self.seed = NumberBox("Seed (blank = random)", value=None, min=0, step=1, precision=0) \
-                        .classes("tv-num").mark("seed")
+                    self.seed = NumberBox("Seed", value=None, min=0, step=1, precision=0) \
+                        .props('placeholder="random"').classes("tv-num").mark("seed")
+                    self.seed.tooltip("Leave blank for a random seed")
                     self.greedy = ui.switch("Greedy").mark("greedy")
                 ui.label("Colours always show the model's own probability (temperature 1); the details panel "
                          "also shows the probability under these settings. A new seed applies after Reset."

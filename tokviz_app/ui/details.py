@@ -12,26 +12,48 @@ from ..present.scales import prob_class
 from ..present.text import details_rows, fmt, percent, visible_text
 
 
+# Phones: a tapped chip low on the screen would be hidden by the sheet that opens: scroll it up above the sheet.
+KEEP_SELECTED_IN_VIEW = """setTimeout(() => {
+  const chip = document.querySelector('.tv-selected'), sheet = document.querySelector('.tv-details.tv-sheet-open');
+  if (!chip || !sheet || getComputedStyle(sheet).position !== 'fixed') return;
+  const hidden = chip.getBoundingClientRect().bottom + 12 - sheet.getBoundingClientRect().top;
+  if (hidden > 0) window.scrollBy({top: hidden, behavior: 'instant'});
+}, 80)"""
+
+
 class DetailsPanel:
     def __init__(self, on_search: Callable[[TokenStep, str], Any] | None = None,
                  on_choose: Callable[[int, int], Any] | None = None) -> None:
         self.on_search = on_search
         self.on_choose = on_choose
         self.results: ui.column | None = None
+        # one panel: beside the text on wide screens; on phones (CSS below 900 px) a bottom sheet over the page
+        # while a token is selected (class tv-sheet-open), so tapping a token shows something in view
         with ui.card().classes("tv-details w-full").mark("details") as self.card:
-            ui.label("Token details").classes("text-subtitle1 tv-card-title")
+            with ui.row().classes("w-full items-center no-wrap tv-sheet-head"):
+                ui.label("Token details").classes("text-subtitle1 tv-card-title")
+                ui.space()
+                ui.button(icon="close", on_click=self.close_sheet).props("flat round dense") \
+                    .classes("tv-sheet-close").tooltip("Close the details").mark("details-close")
             self.body = ui.column().classes("w-full gap-1")
         self.step: TokenStep | None = None
         self.clear()
 
     def clear(self) -> None:
         self.step = None
+        self.close_sheet()
         self.body.clear()
         with self.body:
             ui.label("Click a token to see its details and alternatives.").classes("tv-muted").mark("details-empty")
 
+    def close_sheet(self) -> None:
+        """Phones: the sheet goes; the details stay in the page's flow below the text."""
+        self.card.classes(remove="tv-sheet-open")
+
     def show(self, step: TokenStep) -> None:
         self.step = step
+        self.card.classes(add="tv-sheet-open")
+        self.card.client.run_javascript(KEEP_SELECTED_IN_VIEW)
         self.body.clear()
         with self.body:
             where = f"prompt token {step.position}" if step.is_prompt else f"generated token {step.position}"

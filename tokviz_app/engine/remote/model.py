@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from ...core.chat import check_messages, no_template
-from ...core.contract import Capabilities, Model, Progress, StopCheck
+from ...core.contract import Capabilities, Model, PrefillProgress, Progress, StopCheck
 from ...core.errors import ContextFullError, ModelNotFoundError, PromptTooLongError, TokvizError
 from ...core.types import ModelInfo, SamplingParams, SessionSnapshot
 from ..chat import chat_ids
@@ -86,12 +86,18 @@ class RemoteModel(Model):
 
     # --------------------------------------------------------------- sessions
     def start(self, prompt: str, params: SamplingParams | None = None, *,
-              should_stop: StopCheck | None = None) -> RemoteSession:
+              should_stop: StopCheck | None = None, progress: PrefillProgress | None = None) -> RemoteSession:
         # `should_stop` is accepted for the common interface; one request cannot be split, and it has a timeout.
+        # For the same reason `progress` hears only the start and the end.
         params = params or SamplingParams()
         ids, bos_added = prompt_ids(self.encode, prompt, self.bos_token_id)
         self._check_length(len(ids))
-        return RemoteSession(self, ids, params, bos_added=bos_added)
+        if progress is not None:
+            progress(0, len(ids))
+        session = RemoteSession(self, ids, params, bos_added=bos_added)
+        if progress is not None:
+            progress(len(ids), len(ids))
+        return session
 
     def start_from_ids(self, ids: list[int], params: SamplingParams | None = None, *,
                        should_stop: StopCheck | None = None) -> RemoteSession:

@@ -39,11 +39,13 @@ class Explore:
         self.tab.state.mode = mode
         self.tab.views.tokens.set_mode(mode)
         self.tab.views.legend.show(mode)
+        self.tab.views.chart.flush()  # its points are coloured by the mode
 
     def set_palette(self, colorblind: bool) -> None:
         self.tab.state.palette = "colorblind" if colorblind else "default"
         body = ui.query("body")
         body.classes(add="tv-cb") if colorblind else body.classes(remove="tv-cb")
+        self.tab.views.chart.flush()  # canvas colours: not from the page's CSS variables
 
     async def search_tokens(self, step: TokenStep, query: str) -> None:
         """Probability and rank of any vocabulary token at the position of `step`."""
