@@ -70,6 +70,7 @@ def other_alt(step):
 @pytest.mark.slow
 async def test_branch_tree_keeps_and_switches(user: User, tokviz_page, engine_manager, tiny_model_path) -> None:
     _, c = await open_tiny(user, tokviz_page, engine_manager, tiny_model_path)
+    c.state.continue_after_pick = False  # this test checks what a pick cuts (continuing: test_ui_first_minutes)
     await generate(user, c, 6)
     original = [s.token_id for s in c.state.tokens]
     assert len(branch_entries(user)) == 1
@@ -196,6 +197,7 @@ async def test_chart_is_throttled_while_streaming(user: User, tokviz_page) -> No
 @pytest.mark.slow
 async def test_any_token_search_and_choose(user: User, tokviz_page, engine_manager, tiny_model_path) -> None:
     _, c = await open_tiny(user, tokviz_page, engine_manager, tiny_model_path)
+    c.state.continue_after_pick = False  # this test checks what a pick cuts (continuing: test_ui_first_minutes)
     await generate(user, c, 4)
     user.find(marker="token-1").click()
     user.find(marker="token-search").type("e")
@@ -221,6 +223,7 @@ async def test_any_token_search_and_choose(user: User, tokviz_page, engine_manag
 async def test_score_text_then_branch_and_continue(user: User, tokviz_page, engine_manager,
                                                    tiny_model_path) -> None:
     _, c = await open_tiny(user, tokviz_page, engine_manager, tiny_model_path)
+    c.state.continue_after_pick = False  # this test checks what a pick cuts (continuing: test_ui_first_minutes)
     text = "The quick brown fox jumps over the lazy dog."
     user.find(marker="prompt").elements.pop().value = text
     user.find("Score text").click()

@@ -138,3 +138,13 @@ async def test_an_edited_prompt_asks_before_discarding_branches(user: User, tokv
     user.find(marker="start-over-yes").click()
     await settled(c)
     assert c.state.handle.prompt == prompt + " and more" and len(c.state.tokens) == 1
+
+
+async def test_clamped_sampling_values_are_said(user: User, tokviz_page) -> None:
+    _, c = await open_ready(user, tokviz_page)
+    c.state.temperature, c.state.top_p = 9, 1.5
+    user.find("Generate Next Token").click()
+    await idle(c)
+    assert "Temperature 9 is above 5; using 5." in user.notify.messages
+    assert "Top-p 1.5 is above 1; using 1." in user.notify.messages
+    assert c.state.tokens[0].sampling.temperature == 5 and c.state.tokens[0].sampling.top_p == 1

@@ -1,23 +1,15 @@
 """Async facade over the engine: the only module that touches `nicegui.run`.
 
-Every blocking engine call runs in a worker thread; torch releases the GIL, so the
-event loop and every tab stay responsive. Models are shared by all tabs (one
-ModelManager); sessions belong to one tab each.
+Every blocking engine call runs in a worker thread (torch releases the GIL); models are shared by all
+tabs, sessions belong to one tab each. Two pools, so that no kind of work starves the other: session
+work runs on the service's own wide pool (its threads mostly wait on the model's lane, which batches
+them; six slow jobs in NiceGUI's cpu_count + 4 pool froze every tab for 42 s, issue 11), everything
+else (loads, vocabulary indexes, parsing imports) through `run.io_bound`, with timeouts for remote calls.
 
-Two pools, so that no kind of work can starve the other:
-- session work (prompt scoring, steps, choices) runs on the service's own inference
-  pool. Its threads mostly wait on the model's lane, which batches them, so it is
-  wide (64): NiceGUI's default pool has cpu_count + 4 threads (6 on two cores), and
-  six slow jobs there froze every tab for 42 s (issue 11).
-- everything else (model loads, vocabulary indexes, parsing imports) runs through
-  `run.io_bound`. Remote calls there have timeouts, so none of it waits forever.
-
-Cancellation: `run.io_bound` swallows `CancelledError` and returns None (NiceGUI
-3.x), while the worker thread finishes its call; we turn that back into a
-`CancelledError`. Each session is kept consistent with what its tab shows by
-passing the number of tokens the tab knows about (`expected`) to every call: a step
-that finished after its tab stopped listening is truncated away on the next call.
-A closed tab's prompt scoring stops at the next chunk (`should_stop`).
+Cancellation: `run.io_bound` swallows `CancelledError` and returns None (NiceGUI 3.x); we turn that back
+into a `CancelledError`. Every call passes the number of tokens the tab shows (`expected`): a step that
+finished after its tab stopped listening is truncated away on the next call. A closed tab's prompt
+scoring stops at the next chunk (`should_stop`).
 """
 
 from __future__ import annotations
@@ -54,12 +46,14 @@ def _on_loop(callback: Callable[..., None] | None, stopped: Callable[[], bool] =
 
 @dataclass(eq=False)
 class SessionHandle:
-    """One tab's generation session. `session` is set once the prompt is scored."""
+    """One tab's generation session. `session` is set once the prompt is scored. A chat's handle has
+    `messages` (its prompt is made by the model's chat template) and an empty `prompt`."""
 
     model: Model
     prompt: str
     params: SamplingParams
     session: Session | None = None
+    messages: list[dict[str, str]] | None = None
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -98,8 +92,10 @@ class ModelService:
 
     # --------------------------------------------------------------- sessions
     @staticmethod
-    def new_handle(model: Model, prompt: str, params: SamplingParams) -> SessionHandle:
-        return SessionHandle(model=model, prompt=prompt, params=params)
+    def new_handle(model: Model, prompt: str, params: SamplingParams,
+                   messages: list[dict[str, str]] | None = None) -> SessionHandle:
+        return SessionHandle(model=model, prompt="" if messages is not None else prompt, params=params,
+                             messages=messages)
 
     async def start(self, handle: SessionHandle, on_progress: Callable[[int, int], None] | None = None) -> SessionHandle:
         """Tokenise and score the prompt; `on_progress(scored, total)` is called on the event loop as it goes.
@@ -107,8 +103,11 @@ class ModelService:
         progress = _on_loop(on_progress, stopped=lambda: handle.closed)
 
         def work() -> SessionHandle:
-            session = handle.model.start(handle.prompt, handle.params, should_stop=lambda: handle.closed,
-                                         progress=progress)
+            if handle.messages is not None:
+                session = handle.model.start_chat(handle.messages, handle.params, should_stop=lambda: handle.closed)
+            else:
+                session = handle.model.start(handle.prompt, handle.params, should_stop=lambda: handle.closed,
+                                             progress=progress)
             with handle.lock:
                 if handle.closed:
                     session.close()
@@ -191,7 +190,7 @@ class ModelService:
 
         def work() -> SessionSnapshot:
             with handle.lock:
-                return self._open(handle).snapshot(handle.prompt)
+                return self._open(handle).snapshot(None if handle.messages is not None else handle.prompt)
 
         return await self._infer(work)
 
@@ -202,7 +201,8 @@ class ModelService:
     async def restore(self, model: Model, snapshot: SessionSnapshot) -> SessionHandle:
         """A live session from an imported snapshot, without re-scoring. An ImportFormatError (ids outside the
         vocabulary, more tokens than the context) comes before any session is made."""
-        handle = SessionHandle(model=model, prompt=snapshot.prompt, params=snapshot.settings)
+        handle = SessionHandle(model=model, prompt=snapshot.prompt, params=snapshot.settings,
+                               messages=snapshot.messages)
 
         def work() -> SessionHandle:
             check_fits(snapshot, model)

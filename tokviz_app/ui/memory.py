@@ -27,6 +27,7 @@ class SavedTab:
     max_tokens: float | str | None
     snapshot: SessionSnapshot | None  # None: nothing generated yet
     mode: str = "prob"
+    chat: tuple[bool, str, str] = (False, "", "")  # chat mode, system message, user message
 
 
 class TabMemory:

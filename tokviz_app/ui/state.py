@@ -14,12 +14,13 @@ from nicegui import binding
 
 from ..core.contract import Model
 from ..core.types import Branch, SamplingParams, SessionSnapshot, TokenStep
-from ..inputs import parse_seed
+from ..inputs import MAX_TEMPERATURE, parse_seed
 from ..service import SessionHandle
 
 
 @binding.bindable_dataclass(bindable_fields=["prompt", "max_tokens", "temperature", "top_k", "top_p", "seed",
-                                             "greedy", "continue_after_pick"])
+                                             "greedy", "continue_after_pick", "chat", "system_message",
+                                             "user_message"])
 class TabState:
     # model
     model_key: str | None = None  # selected in the dropdown
@@ -35,6 +36,9 @@ class TabState:
     seed: float | str | None = None
     greedy: bool = False
     continue_after_pick: bool = True  # a picked alternative is followed by new text, as Generate to End does
+    chat: bool = False  # the model reads a chat (system + user message, through its template), not the prompt
+    system_message: str = ""
+    user_message: str = ""
     # the session and what is shown of it
     handle: SessionHandle | None = None
     prompt_tokens: list[TokenStep] = field(default_factory=list)
@@ -64,13 +68,27 @@ class TabState:
             seed = parse_seed(self.seed)[0]
         except ValueError:
             seed = None
-        return SamplingParams(
-            temperature=temperature if temperature > 0 else 1.0,
+        return SamplingParams(  # clamped as inputs.sampling_notes says
+            temperature=min(MAX_TEMPERATURE, temperature) if temperature > 0 else 1.0,
             top_k=max(0, int(_number(self.top_k, 0))),
             top_p=min(1.0, max(1e-6, top_p)),
             seed=seed,
             greedy=bool(self.greedy) or temperature <= 0,
         )
+
+    def chat_messages(self) -> list[dict[str, str]]:
+        """The chat as the model's template takes it (the system message only where one was written)."""
+        system = [{"role": "system", "content": self.system_message}] if self.system_message.strip() else []
+        return [*system, {"role": "user", "content": self.user_message}]
+
+    def show_request(self, prompt: str, messages: list[dict[str, str]] | None) -> None:
+        """A session's prompt or chat, back into the bound fields (an import, a reload, "keep my branches")."""
+        self.chat = messages is not None
+        if messages is None:
+            self.prompt = prompt
+            return
+        self.system_message = next((m["content"] for m in messages if m["role"] == "system"), "")
+        self.user_message = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
     def show_settings(self, params: SamplingParams) -> None:
         """An import's settings, into the bound fields (and so into the widgets)."""

@@ -196,7 +196,8 @@ class Tab:
         return SessionSnapshot(model={"key": model.key, "label": model.label, "source": model.source},
                                settings=handle.params, prompt=handle.prompt,
                                prompt_ids=[t.token_id for t in state.prompt_tokens],
-                               prompt_tokens=list(state.prompt_tokens), branches=branches, active=active)
+                               prompt_tokens=list(state.prompt_tokens), branches=branches, active=active,
+                               messages=handle.messages)
 
     def remember(self, *, throttle: bool = False) -> None:
         """Keep the tab's work for a reload (at most once a second while tokens stream in)."""
@@ -206,7 +207,8 @@ class Tab:
         self._remembered_at = now
         state = self.state
         MEMORY.save(self.tab_id, self, SavedTab(state.model_key, state.prompt, state.sampling_params(),
-                                                state.max_tokens, self.shown_snapshot(), state.mode))
+                                                state.max_tokens, self.shown_snapshot(), state.mode,
+                                                (state.chat, state.system_message, state.user_message)))
 
     def notify(self, message: str, kind: str) -> None:
         if not self.state.closed:

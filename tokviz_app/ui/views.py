@@ -10,6 +10,7 @@ from ..present.scales import MODES
 from ..present.text import model_line
 from .branches import BranchPanel, split_positions
 from .chart import TokenChart
+from .chat_inputs import ChatInputs
 from .controls import GenerationControls, ModelPicker
 from .details import DetailsPanel
 from .legend import Legend
@@ -46,6 +47,9 @@ class TabViews:
                     max_limit=settings.max_tokens_limit, on_next=tab.generation.next, on_end=tab.generation.to_end,
                     on_stop=tab.generation.stop, on_reset=tab.generation.reset)
                 self.controls.bind(state)
+                self.chat = ChatInputs(state, self.controls)
+                self.chat.row.move(self.controls.prompt.parent_slot.parent, target_index=0)  # above the prompt
+                self.chat.fields.move(self.controls.prompt.parent_slot.parent, target_index=2)
                 self.controls.prompt.props(f"maxlength={settings.max_prompt_chars}")  # a huge paste is cut, then refused
                 with ui.card().classes("tv-card w-full tv-output").mark("output-card"):
                     _toolbar(tab)
@@ -67,6 +71,7 @@ class TabViews:
     def refresh(self) -> None:
         """Buttons enabled as the state allows."""
         state = self.state
+        self.chat.offer(state.model is not None and state.model.capabilities.chat_template)
         self.picker.button.set_enabled(not state.loading)
         self.controls.set_running(ready=state.model is not None and not state.loading,
                                   busy=state.busy, generating=state.generating)

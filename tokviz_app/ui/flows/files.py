@@ -108,7 +108,7 @@ class Files:
         tab.clear_view()
         if model is not None and model is not state.model:
             tab.models.attach(model)
-        state.prompt = snapshot.prompt
+        state.show_request(snapshot.prompt, snapshot.messages)
         state.show_settings(snapshot.settings)
         if handle is not None:
             state.handle = handle
@@ -153,6 +153,8 @@ class Files:
         """A reloaded tab: its model, prompt, settings and text as they were (live where the model is loaded)."""
         tab, state = self.tab, self.tab.state
         state.prompt, state.max_tokens, state.mode = saved.prompt, saved.max_tokens, saved.mode
+        state.chat, state.system_message, state.user_message = saved.chat
+
         state.show_settings(saved.settings)
         tab.explore.set_mode(saved.mode)
         if saved.model_key is not None and saved.model_key in tab.views.picker.infos:

@@ -10,7 +10,7 @@ from nicegui import background_tasks, ui
 
 from ...core.errors import ContextFullError
 from ...core.types import TokenStep
-from ...inputs import clean_prompt, parse_max_tokens, parse_seed
+from ...inputs import clean_prompt, parse_max_tokens, parse_seed, sampling_notes
 from ...present.text import count
 from ...service import SessionHandle
 
@@ -148,16 +148,17 @@ class Generation:
     async def session(self) -> SessionHandle | None:
         """The tab's session for the prompt as it reads now (a new prompt starts a new session)."""
         tab, state = self.tab, self.tab.state
-        prompt = self.checked_prompt()
-        if prompt is None:
+        request = self.request()
+        if request is None:
             return None
+        prompt, messages = request
         handle = state.handle
         if handle is not None and handle.session is not None and not handle.closed \
-                and handle.model is state.model and handle.prompt == prompt:
+                and handle.model is state.model and self.same_request(handle, prompt, messages):
             return handle
         tab.drop_session()
         tab.clear_view()
-        handle = state.handle = tab.service.new_handle(state.model, prompt, state.sampling_params())
+        handle = state.handle = tab.service.new_handle(state.model, prompt, state.sampling_params(), messages)
         epoch = state.epoch
 
         def scoring(done: int, total: int) -> None:  # a long prompt takes seconds: say how far it got
@@ -177,7 +178,8 @@ class Generation:
         """An edited prompt starts a new session: where that discards branches, ask first."""
         tab, state = self.tab, self.tab.state
         handle = state.handle
-        if handle is None or len(state.branches) < 2 or clean_prompt(state.prompt)[0] == handle.prompt:
+        request = self.request(quiet=True)
+        if handle is None or len(state.branches) < 2 or request is None or self.same_request(handle, *request):
             return True
         with tab.views.root, ui.dialog() as dialog, ui.card().mark("start-over"):
             ui.label(f"The prompt was edited. Generating from it starts over: the current text and its "
@@ -190,8 +192,8 @@ class Generation:
             start_over = bool(await dialog)
         finally:
             dialog.delete()
-        if not start_over:
-            state.prompt = handle.prompt  # back to the prompt of the text on screen
+        if not start_over:  # back to the prompt (or chat) of the text on screen
+            state.show_request(handle.prompt, handle.messages)
             tab.notify("Nothing was discarded: the prompt is back to the one of the text on screen.", "info")
         return start_over
 
@@ -222,6 +224,25 @@ class Generation:
         self.tab.say(text)
 
     # ----------------------------------------------------------------- checks
+    def request(self, *, quiet: bool = False) -> tuple[str, list[dict[str, str]] | None] | None:
+        """What the model reads: (prompt, None), or ("", messages) in chat mode; None when refused (with
+        a message unless `quiet`)."""
+        tab, state = self.tab, self.tab.state
+        model = state.model
+        if state.chat and model is not None and model.capabilities.chat_template:
+            if not state.user_message.strip():
+                if not quiet:
+                    tab.notify("Write a user message first: in chat mode the model answers it.", "warning")
+                return None
+            return "", state.chat_messages()
+        prompt = self.checked_prompt() if not quiet else clean_prompt(state.prompt)[0]
+        return None if prompt is None else (prompt, None)
+
+    @staticmethod
+    def same_request(handle: SessionHandle, prompt: str, messages: list[dict[str, str]] | None) -> bool:
+        return handle.messages == messages if messages is not None else \
+            (handle.messages is None and handle.prompt == prompt)
+
     def ready(self) -> bool:
         """The tab is idle, has a model and a usable seed (else a message says what is missing)."""
         tab, state = self.tab, self.tab.state
@@ -230,6 +251,8 @@ class Generation:
         if state.model is None:
             tab.notify("Initialize a model first.", "warning")
             return False
+        for note in [] if state.greedy else sampling_notes(state.temperature, state.top_k, state.top_p):
+            tab.notify(note, "warning")  # with greedy on, these values are not used
         return self.check_seed()
 
     def checked_prompt(self) -> str | None:
