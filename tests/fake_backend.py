@@ -37,6 +37,7 @@ from tokviz_app.core.chat import check_messages, no_template
 from tokviz_app.core.contract import Capabilities, Model, ModelRegistry, Session
 from tokviz_app.core.types import Alternative, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
 from tokviz_app.engine.texts import search_vocabulary
+from tests.fake_sampling import sample
 
 EOS = "<|endoftext|>"
 WORDS = [
@@ -136,26 +137,6 @@ def _softmax(values: list[float]) -> list[float]:
     return [e / total for e in exps]
 
 
-def _sampling_probs(logits: list[float], probs: list[float], params: SamplingParams) -> list[float]:
-    if params.greedy:
-        best = max(range(len(logits)), key=logits.__getitem__)
-        return [1.0 if i == best else 0.0 for i in range(len(logits))]
-    scaled = _softmax([v / params.temperature for v in logits])
-    order = sorted(range(len(scaled)), key=lambda i: -scaled[i])
-    keep = order[: params.top_k] if params.top_k else order
-    if params.top_p < 1.0:
-        cut, total = [], 0.0
-        for i in keep:
-            cut.append(i)
-            total += scaled[i]
-            if total >= params.top_p:
-                break
-        keep = cut
-    kept = set(keep)
-    total = sum(scaled[i] for i in kept)
-    return [scaled[i] / total if i in kept else 0.0 for i in range(len(scaled))]
-
-
 class FakeSession(BranchTree, Session):
     """The contract's Session over the fake vocabulary, with the real branch tree."""
 
@@ -202,9 +183,9 @@ class FakeSession(BranchTree, Session):
                                        "nothing more can be generated.")
             index = len(self._ids)
             logits = self._logits_at(index)
-            sampled = _sampling_probs(logits, _softmax(logits), self.params)
-            if self.params.greedy:
-                token_id = max(range(VOCAB_SIZE), key=logits.__getitem__)
+            sampled, _ = sample(logits, self.params, self._ids)
+            if self.params.greedy:  # the argmax after the repetition penalty
+                token_id = max(range(VOCAB_SIZE), key=sampled.__getitem__)
             else:
                 token_id = self._rng.choices(range(VOCAB_SIZE), weights=sampled)[0]
             step = self._make_step(index, token_id, len(self.tokens), self.params)
@@ -296,15 +277,18 @@ class FakeSession(BranchTree, Session):
                    is_prompt: bool = False) -> TokenStep:
         logits = self._logits_at(index)
         probs = _softmax(logits)
-        sampled = _sampling_probs(logits, probs, params)
+        sampled, dropped = sample(logits, params, self._ids[:index])
         order = sorted(range(VOCAB_SIZE), key=lambda i: -probs[i])
         rank = order.index(token_id) + 1
         entropy = -sum(p * math.log2(p) for p in probs if p > 0)
-        alternatives = tuple(Alternative(i, VOCAB_TEXT[i], probs[i], sampled[i]) for i in order[:TOP_N])
+        alternatives = tuple(Alternative(i, VOCAB_TEXT[i], probs[i], sampled[i], dropped[i])
+                             for i in order[: params.top_n])
+        kept = [i for i in range(VOCAB_SIZE) if sampled[i] > 0]
         return TokenStep(
             token_id=token_id, text=VOCAB_TEXT[token_id], prob=probs[token_id], logprob=math.log(probs[token_id]),
             rank=rank, entropy=entropy, sampled_prob=sampled[token_id], alternatives=alternatives,
             position=position, is_prompt=is_prompt, partial=VOCAB_PARTIAL[token_id], sampling=params,
+            kept_count=len(kept), kept_mass=min(1.0, sum(probs[i] for i in kept)),
         )
 
 

@@ -338,6 +338,27 @@ def test_snapshot_restores_without_rescoring(subject, start):
         restored.close()
 
 
+def test_new_samplers_round_trip_through_snapshot_and_restore(subject, start):
+    from tokviz_app.exports.snapshot import from_json, to_json
+
+    params = SamplingParams(temperature=0.8, top_k=20, min_p=0.05, typical_p=0.95, repetition_penalty=1.2,
+                            top_n=15, seed=4)
+    session = start(params=params)
+    session.generate(2)
+    restored = subject.model.restore(from_json(to_json(session.snapshot())))
+    try:
+        assert restored.params == params
+        # every number, what the samplers kept and which one dropped each alternative, as it was
+        assert restored.prompt_tokens == session.prompt_tokens and restored.tokens == session.tokens
+        step = restored.step()
+        assert step.sampling == params and len(step.alternatives) <= params.top_n
+        if subject.exact:
+            assert len(step.alternatives) == params.top_n and step.sampled_prob > 0
+            assert step.kept_count >= 1 and 0 < step.kept_mass <= 1
+    finally:
+        restored.close()
+
+
 def test_score_text_spells_the_text(subject, start):
     model = subject.model
     scored = model.score_text(PROMPT, GREEDY)

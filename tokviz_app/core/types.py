@@ -5,15 +5,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 
+MAX_TOP_N = 20  # the most alternatives a token lists (OpenAI's `top_logprobs` ceiling)
+DROP_REASONS = ("greedy", "top-k", "top-p", "min-p", "typical")  # the samplers that can drop a token
+
+
 @dataclass(frozen=True)
 class SamplingParams:
-    """How the next token is drawn. `top_k=0` and `top_p=1.0` mean "no cut"."""
+    """How the next token is drawn. `top_k=0`, `top_p=1.0`, `min_p=0.0`, `typical_p=1.0` and
+    `repetition_penalty=1.0` mean "off". They apply in transformers' order (`engine/metrics.py`):
+    repetition penalty → temperature → top-k → top-p → min-p → typical. `top_n` is no sampler: how
+    many alternatives each token lists (10, up to 20)."""
 
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
     seed: int | None = None
     greedy: bool = False
+    min_p: float = 0.0  # keep tokens with p >= min_p * p_max (after temperature)
+    typical_p: float = 1.0  # locally typical sampling's mass
+    repetition_penalty: float = 1.0  # every id in the context: logit / penalty if logit > 0, else logit * penalty
+    top_n: int = 10
 
     def __post_init__(self) -> None:
         if not self.greedy and not self.temperature > 0:
@@ -22,6 +33,20 @@ class SamplingParams:
             raise ValueError("top_k must be >= 0")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
+        if not 0 <= self.min_p <= 1:
+            raise ValueError("min_p must be in [0, 1]")
+        if not 0 < self.typical_p <= 1:
+            raise ValueError("typical_p must be in (0, 1]")
+        if not 0 < self.repetition_penalty < float("inf"):
+            raise ValueError("repetition_penalty must be > 0")
+        if not 1 <= self.top_n <= MAX_TOP_N:
+            raise ValueError(f"top_n must be in [1, {MAX_TOP_N}]")
+
+    @property
+    def plain(self) -> bool:
+        """Draws from the raw distribution: no temperature, no penalty, no cut."""
+        return (not self.greedy and self.temperature == 1.0 and self.top_k == 0 and self.top_p >= 1.0
+                and self.min_p == 0.0 and self.typical_p >= 1.0 and self.repetition_penalty == 1.0)
 
 
 @dataclass(frozen=True)
@@ -32,6 +57,7 @@ class Alternative:
     text: str
     prob: float
     sampled_prob: float | None  # None where a remote server cannot tell
+    dropped_by: str | None = None  # "greedy", "top-k", "top-p", "min-p", "typical"; None: kept (or unknown)
 
 
 @dataclass(frozen=True)
@@ -56,6 +82,8 @@ class TokenStep:
     is_prompt: bool = False
     partial: bool = False  # the token's bytes are not complete UTF-8 on their own
     sampling: SamplingParams | None = None  # settings the token was drawn or scored with
+    kept_count: int | None = None  # tokens with non-zero sampled probability here; None where unknown
+    kept_mass: float | None = None  # their share of the raw probability mass
 
     def as_generated(self, position: int) -> TokenStep:
         """The same token and numbers as generated token `position` (scored text becomes a session's text)."""

@@ -1,18 +1,39 @@
-"""Distribution maths on logits: probabilities, ranks, entropy, sampling.
+"""Distribution maths on logits: probabilities, ranks, entropy, the samplers, draws.
 
-Pure functions on float32 tensors so they can be checked against numpy.
-All functions take logits of shape [V] or [T, V].
+Pure functions on float32 tensors so they can be checked against numpy and transformers.
+All functions take logits of shape [V] or [T, V] unless they say otherwise.
+
+The samplers apply in one fixed order, transformers' (`GenerationMixin._get_logits_processor`: the
+repetition penalty is a logits processor, the rest are warpers applied after it):
+
+    repetition penalty → temperature → top-k → top-p → min-p → typical
+
+Penalty and temperature commute (dividing by a positive temperature keeps a logit's sign), so putting
+the penalty first changes only float rounding. Each cut sees what the previous ones kept; a token is
+"dropped by" the first cut that removes it. Every cut is written as transformers writes it (same
+comparisons, same arithmetic) so `sampled_prob` agrees with its processors to float rounding.
+Where transformers' sorts leave ties to the sort, ours keep the lowest token id.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Sequence
 
 import torch
 
-from ..core.types import SamplingParams
+from ..core.types import DROP_REASONS, SamplingParams
 
 LN2 = math.log(2.0)
+DROPPED_BY = (None, *DROP_REASONS)  # dropped codes: 0 = kept; a code names the sampler that removed the token
+GREEDY, TOP_K, TOP_P, MIN_P, TYPICAL = 1, 2, 3, 4, 5
+
+
+class Sampled(NamedTuple):
+    """The distribution the sampler draws from, and why tokens have none of it."""
+
+    probs: torch.Tensor  # [T, V] float32, rows sum to 1
+    dropped: torch.Tensor | None  # [T, V] int8 codes into DROPPED_BY; None: nothing was cut (plain sampling)
 
 
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -32,32 +53,88 @@ def ranks(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
 
 
 def is_plain(params: SamplingParams) -> bool:
-    """Sampling from the raw distribution: no temperature, no cuts."""
-    return not params.greedy and params.temperature == 1.0 and params.top_k == 0 and params.top_p >= 1.0
+    """Sampling from the raw distribution: no temperature, no penalty, no cuts."""
+    return params.plain
 
 
-def sampling_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """The distribution the sampler draws from: temperature, then top-k, then top-p, renormalised.
+def seen_before(context: Sequence[int], rows: int, vocab: int) -> torch.Tensor:
+    """[rows, V] bool: row r marks the ids in `context[:len(context) - rows + 1 + r]`.
 
-    Greedy decoding is a point mass on the argmax.
-    """
+    `context` holds the ids before the last row's token, so each row sees exactly the ids before its own
+    token (the prompt's rows in a prefill chunk, or the one row of a step). Built from each id's first
+    position, in one comparison."""
+    ids = torch.tensor(list(context), dtype=torch.long)
+    first = torch.full((vocab,), len(ids) + 1, dtype=torch.long)
+    keep = (ids >= 0) & (ids < vocab)  # ids past the logits' width cannot be drawn: nothing to penalise
+    first.scatter_reduce_(0, ids[keep], torch.arange(len(ids), dtype=torch.long)[keep], reduce="amin")
+    ends = torch.arange(len(context) - rows + 1, len(context) + 1, dtype=torch.long)
+    return first.unsqueeze(0) < ends.unsqueeze(1)
+
+
+def samplers(logits: torch.Tensor, params: SamplingParams, context: Sequence[int] = ()) -> Sampled:
+    """The sampling distribution for logits [T, V] (see the module docstring for the order); `context`:
+    the ids before the last row's token, for the repetition penalty (see `seen_before`)."""
     logits = logits.float()
-    if params.greedy:
-        out = torch.zeros_like(logits)
-        return out.scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
-    scaled = logits / params.temperature
-    if params.top_k and params.top_k < scaled.shape[-1]:
-        kth = scaled.topk(params.top_k, dim=-1).values[..., -1:]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-    probs = torch.softmax(scaled, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True, stable=True)  # ties: lowest id first
-        # Keep the smallest prefix whose mass reaches top_p (the crossing token included).
-        drop_sorted = (sorted_probs.cumsum(-1) - sorted_probs) >= params.top_p
-        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
-        probs = probs.masked_fill(drop, 0.0)
-        probs = probs / probs.sum(-1, keepdim=True)
-    return probs
+    if is_plain(params):
+        return Sampled(torch.softmax(logits, dim=-1), None)
+    scores = logits
+    if params.repetition_penalty != 1.0 and len(context):
+        penalty = params.repetition_penalty
+        seen = seen_before(context, logits.shape[0], logits.shape[-1]).to(logits.device)
+        scores = torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
+    if params.greedy:  # a point mass on the argmax (after the penalty, as transformers' greedy search)
+        probs = torch.zeros_like(scores).scatter_(-1, scores.argmax(-1, keepdim=True), 1.0)
+        return Sampled(probs, (probs == 0).to(torch.int8) * GREEDY)
+    if params.temperature != 1.0:
+        scores = scores / params.temperature
+    dropped = torch.zeros(scores.shape, dtype=torch.int8, device=scores.device)
+    cuts = ((TOP_K, _top_k, 0 < params.top_k < scores.shape[-1]), (TOP_P, _top_p, params.top_p < 1.0),
+            (MIN_P, _min_p, params.min_p > 0.0), (TYPICAL, _typical, params.typical_p < 1.0))
+    for code, cut, active in cuts:
+        if active:
+            remove = cut(scores, params)
+            dropped.masked_fill_(remove & (dropped == 0), code)
+            scores = scores.masked_fill(remove, float("-inf"))
+    return Sampled(torch.softmax(scores, dim=-1), dropped)
+
+
+def sampling_probs(logits: torch.Tensor, params: SamplingParams, context: Sequence[int] = ()) -> torch.Tensor:
+    """The distribution the sampler draws from (the shape of `logits`)."""
+    rows = logits.reshape(-1, logits.shape[-1])
+    return samplers(rows, params, context).probs.reshape(logits.shape)
+
+
+def _top_k(scores: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    return scores < scores.topk(params.top_k, dim=-1).values[..., -1:]
+
+
+def _top_p(scores: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Drop the least likely tokens while their mass stays within 1 - top_p (the token crossing top_p stays)."""
+    vocab = scores.shape[-1]
+    # ascending; the flip makes ties list the higher id first, so the lower id is kept
+    sorted_scores, order = scores.flip(-1).sort(dim=-1, stable=True)
+    order = (vocab - 1) - order
+    remove = sorted_scores.softmax(dim=-1).cumsum(dim=-1) <= 1 - params.top_p
+    remove[..., -1:] = False  # the most likely token always stays
+    return remove.scatter(-1, order, remove)
+
+
+def _min_p(scores: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    probs = scores.softmax(dim=-1)
+    return probs < params.min_p * probs.amax(dim=-1, keepdim=True)  # the most likely token always stays
+
+
+def _typical(scores: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Keep the tokens whose surprisal is closest to the entropy, until their mass reaches typical_p."""
+    normalized = torch.log_softmax(scores, dim=-1)
+    p = normalized.exp()
+    entropy = -(normalized * p).nansum(-1, keepdim=True)
+    sorted_shift, order = (-normalized - entropy).abs().sort(dim=-1, stable=True)
+    cumulative = scores.gather(-1, order).softmax(dim=-1).cumsum(dim=-1)
+    last = (cumulative < params.typical_p).sum(dim=-1).clamp_(max=scores.shape[-1] - 1)
+    remove = sorted_shift > sorted_shift.gather(-1, last.unsqueeze(-1))
+    remove[..., :1] = False  # the most typical token always stays
+    return remove.scatter(-1, order, remove)
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator) -> int:

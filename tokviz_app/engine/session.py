@@ -76,11 +76,9 @@ class GenerationSession(BranchTree, Session):
                 )
             logits = self._logits_for_next()
             params = self.params
-            sampled = None if metrics.is_plain(params) else metrics.sampling_probs(logits, params)
-            if params.greedy:
-                token_id = int(logits.argmax())
-            else:
-                token_id = metrics.draw(sampled if sampled is not None else torch.softmax(logits, -1), self._generator)
+            sampled = metrics.samplers(logits.unsqueeze(0), params, self._ids)  # every sampler, as the step shows
+            probs = sampled.probs[0]
+            token_id = int(probs.argmax()) if params.greedy else metrics.draw(probs, self._generator)
             step = self._make_step(logits, token_id, len(self.tokens), params, sampled)
             self._append(token_id, step)
             return step
@@ -232,7 +230,8 @@ class GenerationSession(BranchTree, Session):
             targets = ids[start + 1 : start + 1 + len(chunk)]
             if targets:
                 self.prompt_tokens.extend(token_steps(logits[: len(targets)], targets, start + 1, is_prompt=True,
-                                                     params=self.params, texts=texts))
+                                                     params=self.params, texts=texts,
+                                                     context=ids[: start + len(targets)]))
             self._next_logits = logits[-1]
         if progress is not None:
             progress(len(ids), len(ids))
@@ -247,6 +246,8 @@ class GenerationSession(BranchTree, Session):
         self._next_logits = logits[-1]  # the prediction for the token after the text
 
     def _make_step(self, logits: torch.Tensor, token_id: int, position: int, params: SamplingParams,
-                   sampled: torch.Tensor | None) -> TokenStep:
+                   sampled: metrics.Sampled | None) -> TokenStep:
+        """The step of generated `position`; the ids before it are the repetition penalty's context."""
         return token_steps(logits.unsqueeze(0), [token_id], position, is_prompt=False, params=params,
-                           texts=self.model.token_text, sampled=None if sampled is None else sampled.unsqueeze(0))[0]
+                           texts=self.model.token_text, context=self._ids[: self._n_prompt + position],
+                           sampled=sampled)[0]

@@ -1,45 +1,51 @@
-"""Per-token statistics from logits: probability, log-prob, rank, entropy, sampled probability, top-10."""
+"""Per-token statistics from logits: probability, log-prob, rank, entropy, sampled probability, what the
+samplers kept, and the top alternatives (`params.top_n`, 10 by default) with the sampler that dropped each."""
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
 from . import metrics
 from ..core.types import Alternative, SamplingParams, TokenStep
 
-TOP_N = 10
-
-
 def token_steps(logits: torch.Tensor, token_ids: list[int], first_position: int, *, is_prompt: bool,
-                params: SamplingParams, texts: Callable[[int], tuple[str, bool]],
-                sampled: torch.Tensor | None = None) -> list[TokenStep]:
+                params: SamplingParams, texts: Callable[[int], tuple[str, bool]], context: Sequence[int] = (),
+                sampled: metrics.Sampled | None = None) -> list[TokenStep]:
     """Vectorised statistics for rows of logits [T, V] and their chosen tokens (`texts`: id -> readable
-    text and partial flag). `sampled`: the sampling distribution where the caller has it already."""
+    text and partial flag). `context`: the ids before the last row's token (the repetition penalty's;
+    row r sees `context[:len(context) - T + 1 + r]`). `sampled`: the samplers' output where the caller
+    has it already."""
     logprobs = metrics.log_softmax(logits)
     probs = logprobs.exp()
-    if sampled is None:
-        sampled = probs if metrics.is_plain(params) else metrics.sampling_probs(logits, params)
+    if sampled is None:  # plain sampling draws from the raw distribution: no second softmax
+        sampled = metrics.Sampled(probs, None) if metrics.is_plain(params) else metrics.samplers(logits, params, context)
     targets = torch.tensor(token_ids, dtype=torch.long, device=logits.device).unsqueeze(-1)
     chosen_logprob = logprobs.gather(-1, targets).squeeze(-1)
-    chosen_sampled = sampled.gather(-1, targets).squeeze(-1)
+    chosen_sampled = sampled.probs.gather(-1, targets).squeeze(-1)
     rank = metrics.ranks(logits, targets.squeeze(-1))
     entropy = metrics.entropy_bits(logprobs, probs)
-    top_logprob, top_ids = logprobs.topk(min(TOP_N, logprobs.shape[-1]), dim=-1)
-    top_sampled = sampled.gather(-1, top_ids)
+    kept_count = torch.count_nonzero(sampled.probs, dim=-1)
+    kept_mass = (probs if sampled.probs is probs else probs.masked_fill(sampled.probs == 0, 0.0)).sum(-1)
+    top_logprob, top_ids = logprobs.topk(min(params.top_n, logprobs.shape[-1]), dim=-1)
+    top_sampled = sampled.probs.gather(-1, top_ids)
+    top_dropped = (torch.zeros_like(top_ids) if sampled.dropped is None else sampled.dropped.gather(-1, top_ids))
     rows = zip(token_ids, chosen_logprob.tolist(), chosen_sampled.tolist(), rank.tolist(), entropy.tolist(),
-               top_ids.tolist(), top_logprob.exp().tolist(), top_sampled.tolist())
+               top_ids.tolist(), top_logprob.exp().tolist(), top_sampled.tolist(), top_dropped.tolist(),
+               kept_count.tolist(), kept_mass.tolist())
     steps = []
-    for offset, (token_id, logprob, s_prob, r, ent, alt_ids, alt_probs, alt_sampled) in enumerate(rows):
+    for offset, (token_id, logprob, s_prob, r, ent, alt_ids, alt_probs, alt_sampled, alt_dropped, count,
+                 mass) in enumerate(rows):
         text, partial = texts(token_id)
         alternatives = tuple(
-            Alternative(a, texts(a)[0], p, sp) for a, p, sp in zip(alt_ids, alt_probs, alt_sampled)
+            Alternative(a, texts(a)[0], p, sp, metrics.DROPPED_BY[d])
+            for a, p, sp, d in zip(alt_ids, alt_probs, alt_sampled, alt_dropped)
         )
         steps.append(TokenStep(
             token_id=token_id, text=text, prob=math.exp(logprob), logprob=logprob, rank=int(r),
             entropy=ent, sampled_prob=s_prob, alternatives=alternatives, position=first_position + offset,
-            is_prompt=is_prompt, partial=partial, sampling=params,
+            is_prompt=is_prompt, partial=partial, sampling=params, kept_count=int(count), kept_mass=min(mass, 1.0),
         ))
     return steps

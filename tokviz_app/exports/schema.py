@@ -15,7 +15,7 @@ import re
 from ..core.chat import ROLES
 from ..core.contract import Model
 from ..core.errors import ImportFormatError
-from ..core.types import SessionSnapshot
+from ..core.types import DROP_REASONS, MAX_TOP_N, SessionSnapshot
 
 FORMAT = "tokviz-session"
 VERSION = 1
@@ -103,7 +103,9 @@ def _list(value, path: str, limit: int, *, least: int = 0) -> list:
 
 
 def settings(value, path: str) -> dict:
-    d = _obj(value, path, ("temperature", "top_k", "top_p", "seed", "greedy"))
+    # the samplers of issue 14 are optional: files written before them still import
+    d = _obj(value, path, ("temperature", "top_k", "top_p", "seed", "greedy"),
+             ("min_p", "typical_p", "repetition_penalty", "top_n"))
     greedy = _bool(d["greedy"], f"{path}.greedy")
     out = {"temperature": _num(d["temperature"], f"{path}.temperature", 0.0, 1000.0),
            "top_k": _int(d["top_k"], f"{path}.top_k", 0, MAX_TOKEN_ID),
@@ -111,17 +113,26 @@ def settings(value, path: str) -> dict:
            "seed": _opt(_int, d["seed"], f"{path}.seed", 0, 2**63 - 1), "greedy": greedy}
     if not greedy and out["temperature"] <= 0:
         _fail(f"{path}.temperature", "must be above 0 unless greedy is true", d["temperature"])
-    if out["top_p"] <= 0:
-        _fail(f"{path}.top_p", "must be above 0", d["top_p"])
+    for key, hi in (("min_p", 1.0), ("typical_p", 1.0), ("repetition_penalty", 1000.0)):
+        if key in d:
+            out[key] = _num(d[key], f"{path}.{key}", 0.0, hi)
+    if "top_n" in d:
+        out["top_n"] = _int(d["top_n"], f"{path}.top_n", 1, MAX_TOP_N)
+    for key in ("top_p", "typical_p", "repetition_penalty"):
+        if out.get(key, 1.0) <= 0:
+            _fail(f"{path}.{key}", "must be above 0", d[key])
     return out
 
 
 def _alternative(value, path: str) -> dict:
-    d = _obj(value, path, ("token_id", "text", "prob", "sampled_prob"))
+    d = _obj(value, path, ("token_id", "text", "prob", "sampled_prob"), ("dropped_by",))
+    if d.get("dropped_by") not in (None, *DROP_REASONS):
+        _fail(f"{path}.dropped_by", f"must be null or one of {', '.join(DROP_REASONS)}", d["dropped_by"])
     return {"token_id": _int(d["token_id"], f"{path}.token_id", 0, MAX_TOKEN_ID),
             "text": _str(d["text"], f"{path}.text", MAX_TOKEN_CHARS),
             "prob": _num(d["prob"], f"{path}.prob", 0.0, 1.0, slack=SLACK),
-            "sampled_prob": _opt(_num, d["sampled_prob"], f"{path}.sampled_prob", 0.0, 1.0, slack=SLACK)}
+            "sampled_prob": _opt(_num, d["sampled_prob"], f"{path}.sampled_prob", 0.0, 1.0, slack=SLACK),
+            "dropped_by": d.get("dropped_by")}
 
 
 _STEP_FIELDS = ("token_id", "text", "prob", "logprob", "rank", "entropy", "sampled_prob", "alternatives",
@@ -129,7 +140,7 @@ _STEP_FIELDS = ("token_id", "text", "prob", "logprob", "rank", "entropy", "sampl
 
 
 def step(value, path: str, index: int, is_prompt: bool) -> dict:
-    d = _obj(value, path, _STEP_FIELDS)
+    d = _obj(value, path, _STEP_FIELDS, ("kept_count", "kept_mass"))
     out = {"token_id": _int(d["token_id"], f"{path}.token_id", 0, MAX_TOKEN_ID),
            "text": _str(d["text"], f"{path}.text", MAX_TOKEN_CHARS),
            "prob": _opt(_num, d["prob"], f"{path}.prob", 0.0, 1.0, slack=SLACK),
@@ -141,7 +152,9 @@ def step(value, path: str, index: int, is_prompt: bool) -> dict:
                             for i, a in enumerate(_list(d["alternatives"], f"{path}.alternatives", MAX_ALTERNATIVES))],
            "position": d["position"], "is_prompt": _bool(d["is_prompt"], f"{path}.is_prompt"),
            "partial": _bool(d["partial"], f"{path}.partial"),
-           "sampling": _opt(settings, d["sampling"], f"{path}.sampling")}
+           "sampling": _opt(settings, d["sampling"], f"{path}.sampling"),
+           "kept_count": _opt(_int, d.get("kept_count"), f"{path}.kept_count", 0, MAX_TOKEN_ID),
+           "kept_mass": _opt(_num, d.get("kept_mass"), f"{path}.kept_mass", 0.0, 1.0, slack=SLACK)}
     if (out["prob"] is None) != (out["logprob"] is None):
         _fail(path, "must have both prob and logprob, or neither", found=False)
     if type(out["position"]) is not int or out["position"] != index:

@@ -15,10 +15,25 @@ __all__ = ["FORMAT", "MAX_IMPORT_BYTES", "MAX_IMPORT_TOKENS", "VERSION", "Sessio
            "step_from_dict", "step_to_dict", "to_dict", "to_json", "too_big"]
 
 
+# Fields added after version 1 was first written (issue 14) are left out where they hold their defaults:
+# such files stay as they were, and a step stays small (the 16 MB cap holds a full context).
+_LATER_SETTINGS = ("min_p", "typical_p", "repetition_penalty", "top_n")
+
+
+def settings_to_dict(params: SamplingParams) -> dict:
+    default = SamplingParams()
+    return {k: v for k, v in asdict(params).items() if k not in _LATER_SETTINGS or v != getattr(default, k)}
+
+
+def _lean(data: dict, keys: tuple[str, ...]) -> dict:
+    return {k: v for k, v in data.items() if k not in keys or v is not None}
+
+
 def step_to_dict(step: TokenStep) -> dict:
     data = asdict(step)
-    data["alternatives"] = [asdict(a) for a in step.alternatives]
-    return data
+    data["alternatives"] = [_lean(asdict(a), ("dropped_by",)) for a in step.alternatives]
+    data["sampling"] = settings_to_dict(step.sampling) if step.sampling else None
+    return _lean(data, ("kept_count", "kept_mass"))
 
 
 def step_from_dict(data: dict) -> TokenStep:
@@ -34,7 +49,7 @@ def to_dict(snapshot: SessionSnapshot) -> dict:
         "format": FORMAT,
         "version": VERSION,
         "model": snapshot.model,
-        "settings": asdict(snapshot.settings),
+        "settings": settings_to_dict(snapshot.settings),
         "prompt": snapshot.prompt,
         "prompt_ids": snapshot.prompt_ids,
         "prompt_tokens": [step_to_dict(t) for t in snapshot.prompt_tokens],

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ...core.types import SamplingParams
 from .client import TOP_N, ServerError
+from .kept import is_plain, kept
 
 if TYPE_CHECKING:
     from .vocab import Vocab
@@ -73,54 +74,18 @@ class _Dist:
         return known.logprob if known else None
 
     def alternatives(self) -> list[_Known]:
-        return [k for k in self.known if k.in_top][:TOP_N]
+        return [k for k in self.known if k.in_top][: self.asked]
 
     def sampler(self, params: SamplingParams) -> Callable[[int], float | None]:
         """id -> probability under the session's sampling settings, where the known list decides it."""
-        unknown: Callable[[int], float | None] = lambda _id: None  # noqa: E731
-        if _is_plain(params):
-            return lambda token_id: (lambda k: math.exp(k.logprob) if k else None)(self.find(token_id))
-        head = self.known[: self.ranked]  # the true top tokens, in order, with nothing missing between them
-        if params.greedy:
-            if not head:
-                return unknown
-            best = head[0].id
-            return lambda token_id: 1.0 if token_id == best else 0.0
-        # Servers differ in the order of temperature and top-p; decide only where the order does not matter.
-        if params.temperature != 1.0 and params.top_p < 1.0:
-            return unknown
-        if params.top_k:
-            if params.top_k > len(head):
-                return unknown
-            pool = head[: params.top_k]
-            weights = [math.exp((k.logprob - pool[0].logprob) / params.temperature) for k in pool]
-            total = sum(weights)
-            probs = [w / total for w in weights]
-        elif params.temperature == 1.0:
-            pool, probs = head, [math.exp(k.logprob) for k in head]
-        else:
-            return unknown
-        if params.top_p < 1.0:
-            kept, mass = 0, 0.0
-            for p in probs:  # the smallest prefix whose mass reaches top_p, the crossing token included
-                if mass >= params.top_p:
-                    break
-                mass += p
-                kept += 1
-            if mass < params.top_p and not params.top_k:
-                return unknown  # the nucleus reaches beyond the tokens the server listed
-            pool, probs = pool[:kept], [p / mass for p in probs[:kept]]
-        elif not params.top_k:
-            return unknown
-        table = {k.id: p for k, p in zip(pool, probs)}
-        return lambda token_id: table.get(token_id, 0.0)
+        result = kept(self.known, self.ranked, params)
+        return (lambda _id: None) if result is None else result.prob
 
 
 Resolve = Callable[[Any, Any, str], _Tok]  # (id, bytes, text) as a server's JSON gives them -> the token
 
 
-def _is_plain(params: SamplingParams) -> bool:
-    return not params.greedy and params.temperature == 1.0 and params.top_k == 0 and params.top_p >= 1.0
+_is_plain = is_plain
 
 
 def _parse_logprobs(logprobs: Any, resolve: Resolve) -> list[_Entry]:

@@ -169,15 +169,19 @@ class RemoteModel(Model):
 
     def body(self, prompt: list[int] | str, *, max_tokens: int, logprobs: int, params: SamplingParams | None,
              echo: bool = False, stream: bool = False, seed: int | None = None) -> dict[str, Any]:
-        """A completion request's JSON; `params` None (or greedy): the most likely token."""
+        """A completion request's JSON; `params` None (or greedy): the most likely token (greedy keeps its
+        repetition penalty, as transformers' greedy search does)."""
         sampling = params if params is not None and not params.greedy else None
+        penalty = params.repetition_penalty if params is not None else 1.0
         body: dict[str, Any] = {
             "model": self.model_id, "prompt": prompt, "max_tokens": max_tokens, "logprobs": logprobs,
             "temperature": sampling.temperature if sampling else 0.0,
             "top_p": sampling.top_p if sampling else 1.0,
             "top_k": sampling.top_k if sampling and sampling.top_k else self.caps.top_k_off,
-            # neutral settings where the servers' defaults are not (llama.cpp: top_k 40, min_p 0.05, ...)
-            "min_p": 0.0, "repeat_penalty": 1.0, "repetition_penalty": 1.0, "frequency_penalty": 0.0,
+            # off where not asked for: the servers' defaults are not (llama.cpp: top_k 40, min_p 0.05, ...);
+            # llama.cpp's `repeat_penalty` over the whole context (repeat_last_n -1), vLLM's `repetition_penalty`
+            "min_p": sampling.min_p if sampling else 0.0, "typical_p": sampling.typical_p if sampling else 1.0,
+            "repeat_penalty": penalty, "repetition_penalty": penalty, "repeat_last_n": -1, "frequency_penalty": 0.0,
             "presence_penalty": 0.0, "stream": stream,
         }
         if echo:

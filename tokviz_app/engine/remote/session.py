@@ -241,8 +241,8 @@ class RemoteSession(BranchTree, Session):
     def _sampling_body(self, ids: Sequence[int], *, max_tokens: int, params: SamplingParams,
                        stream: bool) -> dict[str, Any]:
         seed = None if params.greedy else self._rng.getrandbits(31)
-        return self.model.body(self._scorer.prompt(ids), max_tokens=max_tokens, logprobs=TOP_N, params=params,
-                               stream=stream, seed=seed)
+        return self.model.body(self._scorer.prompt(ids), max_tokens=max_tokens, logprobs=max(TOP_N, params.top_n),
+                               params=params, stream=stream, seed=seed)
 
     def _end_of_text_step(self, position: int, params: SamplingParams) -> TokenStep:
         """The server stopped on an end-of-text token without listing it (llama.cpp servers do this)."""

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Callable
 
 from ...core.types import Alternative, SamplingParams, TokenStep
 from .client import TOP_N, ServerError
-from .logprobs import _Dist, _Entry, _is_plain, _Tok
+from .kept import is_plain, kept
+from .logprobs import _Dist, _Entry, _Tok
 
 if TYPE_CHECKING:
     from .model import RemoteModel
@@ -25,17 +26,20 @@ def make_step(model: RemoteModel, token_id: int, logprob: float | None, dist: _D
         logprob = known.logprob
     if rank is None and known is not None:
         rank = known.rank
-    sampler = dist.sampler(params)
-    sampled = sampler(token_id)
-    if sampled is None and logprob is not None and _is_plain(params):
+    result = kept(dist.known, dist.ranked, params, model.vocab_size)  # None: the list does not decide it
+    sampled = None if result is None else result.prob(token_id)
+    if sampled is None and logprob is not None and is_plain(params):
         sampled = math.exp(logprob)
     text, partial = model.token_text(token_id)
-    alternatives = tuple(Alternative(k.id, model.token_text(k.id)[0], math.exp(k.logprob), sampler(k.id))
-                         for k in dist.alternatives())
+    alternatives = tuple(Alternative(k.id, model.token_text(k.id)[0], math.exp(k.logprob),
+                                     None if result is None else result.prob(k.id),
+                                     None if result is None else result.dropped.get(k.id))
+                         for k in dist.alternatives()[: params.top_n])
     return TokenStep(
         token_id=token_id, text=text, prob=None if logprob is None else math.exp(logprob), logprob=logprob,
         rank=rank, entropy=None, sampled_prob=sampled, alternatives=alternatives, position=position,
         is_prompt=is_prompt, partial=partial, sampling=params,
+        kept_count=None if result is None else result.count, kept_mass=None if result is None else result.mass,
     )
 
 
@@ -44,9 +48,10 @@ def step_from_entry(model: RemoteModel, entry: _Entry, position: int, params: Sa
     """The step of a token the server drew. `whole_ok` False: the server went on past it, so its text is
     not a whole token (see `sampled_id`)."""
     token_id = sampled_id(model, entry.token, warn, whole_ok)
-    dist = _Dist.from_top(entry.top, TOP_N)
-    if dist.returned < min(TOP_N, model.vocab_size or TOP_N) and dist.returned == len(dist.known):
-        warn(f"The server returned {dist.returned} alternatives where {TOP_N} were asked for.")
+    asked = max(TOP_N, params.top_n)  # as the session asked (`RemoteSession._sampling_body`)
+    dist = _Dist.from_top(entry.top, asked)
+    if dist.returned < min(asked, model.vocab_size or asked) and dist.returned == len(dist.known):
+        warn(f"The server returned {dist.returned} alternatives where {asked} were asked for.")
     return make_step(model, token_id, entry.logprob, dist, position, params)
 
 
