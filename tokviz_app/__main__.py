@@ -3,4 +3,6 @@
 from tokviz_app.main import main
 
 if __name__ in {"__main__", "__mp_main__"}:
-    main()
+    code = main()
+    if code:  # `tokviz score` returns its exit code (a worker process re-importing this gets None)
+        raise SystemExit(code)

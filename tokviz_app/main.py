@@ -86,9 +86,14 @@ def create_app(settings: Settings, manager: ModelRegistry | None = None) -> Mode
     return service
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int | None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["score"]:  # `tokviz score ...`: the corpus scorer, no web app
+        from .scoring.cli import score_main
+
+        return score_main(argv[1:])
     if multiprocessing.current_process().name != "MainProcess":
-        return  # a native-window or worker process re-importing the main module: nothing to serve
+        return None  # a native-window or worker process re-importing the main module: nothing to serve
     settings = parse_args(argv)
     _check_device(settings)
     if settings.native:
