@@ -10,7 +10,8 @@ Knobs for UI tests: `streams` (Generate to End as one generate() call), `step_de
 `prefill_delay` (seconds per prompt token, scored in chunks with progress and stop checks), `load_delay`,
 `eos_at` (force end-of-text at that generated position), and failing catalog entries ("offline-model",
 "huge-model"; any unknown name is not found). Chats (`start_chat`) use ChatML over `<|im_start|>` and
-`<|im_end|>`, the last two tokens; `chat_template = False` makes a model without a template.
+`<|im_end|>`, the last two tokens; `chat_template = False` makes a model without a template. The layer lens
+(`layer_lens`, `decided_layers`) is synthetic but honest: `tests/fake_layers.py`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tokviz_app.core.chat import check_messages, no_template
 from tokviz_app.core.contract import Capabilities, Model, ModelRegistry, Session
 from tokviz_app.core.types import Alternative, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
 from tokviz_app.engine.texts import search_vocabulary
+from tests.fake_layers import LAYERS, FakeLayers
 from tests.fake_sampling import sample
 
 EOS = "<|endoftext|>"
@@ -137,7 +139,7 @@ def _softmax(values: list[float]) -> list[float]:
     return [e / total for e in exps]
 
 
-class FakeSession(BranchTree, Session):
+class FakeSession(BranchTree, FakeLayers, Session):
     """The contract's Session over the fake vocabulary, with the real branch tree."""
 
     def __init__(self, model: FakeModel, ids: list[int], params: SamplingParams, *,
@@ -310,7 +312,8 @@ class FakeModel(Model):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(streams=self.manager.streams, chat_template=self.manager.chat_template)
+        return Capabilities(streams=self.manager.streams, chat_template=self.manager.chat_template,
+                            layer_access=True, layer_count=LAYERS)  # tests/fake_layers.py
 
     @property
     def step_delay(self) -> float:

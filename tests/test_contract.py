@@ -141,8 +141,9 @@ def test_declared_types(subject, start):
         assert model in subject.backend.loaded()
     caps = model.capabilities
     assert isinstance(caps, Capabilities)
+    kinds = {"bool": bool, "int": int, "str": str}  # flags, the lens's layer count and why it is off
     for field in dataclasses.fields(caps):
-        assert type(getattr(caps, field.name)) is bool, field.name
+        assert type(getattr(caps, field.name)) is kinds[field.type], field.name
     assert isinstance(model.eos_token_ids, frozenset) and model.eos_token_ids
     assert model.context_length is None or model.context_length > 0
     assert model.vocab_size is None or model.vocab_size > max(model.eos_token_ids)
@@ -357,6 +358,40 @@ def test_new_samplers_round_trip_through_snapshot_and_restore(subject, start):
             assert step.kept_count >= 1 and 0 < step.kept_mass <= 1
     finally:
         restored.close()
+
+
+def test_layer_lens_ends_at_the_token_and_decides_only_top_ones(subject, start):
+    """The logit lens: one row per layer (embeddings first), the last one the token's own numbers; where a
+    backend has no layers, the calls say why."""
+    caps = subject.caps
+    session = start(params=SamplingParams(seed=5))
+    session.generate(6)
+    if not caps.layer_access:
+        assert caps.layer_count == 0
+        with pytest.raises(TokvizError, match="layers"):
+            session.layer_lens(0)
+        with pytest.raises(TokvizError, match="layers"):
+            session.decided_layers()
+        return
+    for step in [*session.tokens, *session.prompt_tokens[1:]]:
+        rows = session.layer_lens(step.position, prompt=step.is_prompt)
+        assert [row.layer for row in rows] == list(range(caps.layer_count + 1))
+        for row in rows:
+            probs = [a.prob for a in row.top]
+            assert len(row.top) == 5 and probs == sorted(probs, reverse=True) and row.token_rank >= 1
+            assert 0 <= row.token_prob <= 1 and row.entropy >= 0
+        assert rows[-1].token_rank == step.rank
+        assert close_to(rows[-1].token_prob, step.prob, subject) and close_to(rows[-1].entropy, step.entropy, subject)
+    decided, prompt = session.decided_layers(), session.decided_layers(prompt=True)
+    assert len(decided) == len(session.tokens) and len(prompt) == len(session.prompt_tokens) and prompt[0] is None
+    for step, layer in [*zip(session.tokens, decided), *zip(session.prompt_tokens[1:], prompt[1:])]:
+        ranks = [row.token_rank for row in session.layer_lens(step.position, prompt=step.is_prompt)]
+        assert (layer is None) == (step.rank != 1)
+        assert layer is None or (all(r == 1 for r in ranks[layer:]) and (layer == 0 or ranks[layer - 1] > 1))
+    with pytest.raises(PositionError):
+        session.layer_lens(len(session.tokens))
+    with pytest.raises(PositionError):
+        session.layer_lens(0, prompt=True)  # the first token has no prediction
 
 
 def test_score_text_spells_the_text(subject, start):

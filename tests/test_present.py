@@ -104,6 +104,8 @@ def test_every_mode_has_five_bands_and_labels() -> None:
      ("green", "green", "blue", "blue", "purple", "purple", "orange", "orange", "red", "red")),
     ("surprisal", (0.0, 0.999, 1.0, 2.999, 3.0, 5.999, 6.0, 9.999, 10.0, 30.0),
      ("green", "green", "blue", "blue", "purple", "purple", "orange", "orange", "red", "red")),
+    ("decided", (0.0, 0.5, 0.5001, 0.8, 0.8001, 0.9999, 1.0, float("inf")),
+     ("green", "green", "blue", "blue", "purple", "purple", "orange", "red")),
 ])
 def test_levels_at_the_band_edges(mode, values, levels) -> None:
     assert [level_of_value(v, mode) for v in values] == list(levels)
@@ -117,7 +119,8 @@ def test_level_of_steps() -> None:
     first = step(None, None, None)
     assert {level(first, mode) for mode in MODES} == {None}
     assert mode_class(first, "rank") == "tv-r-none"
-    assert step_classes(step(0.9, 1, 0.1)) == "tv-p-green tv-r-green tv-e-green tv-s-green"
+    # the "decided" mode's values are computed by the page (on_demand): a new chip shows "none" until then
+    assert step_classes(step(0.9, 1, 0.1)) == "tv-p-green tv-r-green tv-e-green tv-s-green tv-d-none"
     assert metric_value(step(0.5), "surprisal") == 1.0 and metric_value(first, "prob") is None
 
 

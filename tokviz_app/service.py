@@ -27,6 +27,7 @@ from .core.contract import Model, ModelRegistry, Session
 from .core.errors import TokvizError
 from .core.types import Branch, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
 from .exports.snapshot import check_fits, from_json
+from .service_layers import LayerCalls  # layer_lens, decided_layers
 
 _DONE = object()
 INFERENCE_THREADS = 64  # they wait on the lane, which batches them; bounded so a crowd queues instead
@@ -62,7 +63,7 @@ class SessionHandle:
         return list(self.session.prompt_tokens) if self.session is not None else []
 
 
-class ModelService:
+class ModelService(LayerCalls):
     def __init__(self, manager: ModelRegistry) -> None:
         self.manager = manager
         self._inference = ThreadPoolExecutor(INFERENCE_THREADS, thread_name_prefix="tokviz-session")

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from .types import Branch, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
+from .errors import TokvizError
+from .types import Branch, LayerRow, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
 
 Progress = Callable[[float | None, str], None]  # (fraction or None, message), from a worker thread
 StopCheck = Callable[[], bool]
@@ -28,8 +29,15 @@ class Capabilities:
     exact_entropy: bool = True  # entropy over the whole vocabulary (False: from the few tokens a server returns)
     full_vocabulary_rank: bool = True  # rank of any token (False: unknown beyond the returned alternatives)
     vocabulary_search: bool = True  # `find_tokens` + `Session.score` work for any token
-    layer_access: bool = False  # per-layer hidden states (no backend offers them yet)
+    layer_access: bool = False  # `Session.layer_lens` / `decided_layers` work (the logit lens)
+    layer_count: int = 0  # blocks the lens sees: its rows are layers 0 (embeddings) .. layer_count
+    layer_note: str = ""  # why not, a sentence for the page, where layer_access is off (see `layers_hidden`)
     chat_template: bool = False  # `Model.start_chat` works: the model's tokenizer has a chat template
+
+
+def layers_hidden(model: Model) -> str:
+    """Why `model`'s layers cannot be seen: its own note, or a plain sentence."""
+    return model.capabilities.layer_note or f"{model.label} cannot show its layers."
 
 
 @runtime_checkable
@@ -82,6 +90,18 @@ class Session(Protocol):
     @abstractmethod
     def close(self) -> None:
         """Free the session's memory (KV cache); later calls raise TokvizError."""
+
+    def layer_lens(self, position: int, *, prompt: bool = False) -> list[LayerRow]:
+        """The logit lens at generated token `position` (prompt token `position` >= 1 when `prompt`): one row
+        per layer, embeddings first, each the model's final norm and output head applied to that layer's hidden
+        state; the last row is the token's own distribution. Where `capabilities.layer_access`."""
+        raise TokvizError(layers_hidden(self.model))
+
+    def decided_layers(self, *, prompt: bool = False) -> list[int | None]:
+        """Per generated token (per prompt token when `prompt`, the first None): the first layer from which it
+        was the lens's top-1 through the last layer; None where it is not the model's top-1. Where
+        `capabilities.layer_access`."""
+        raise TokvizError(layers_hidden(self.model))
 
     def snapshot(self, prompt: str | None = None) -> SessionSnapshot:
         """The session frozen for export (tokens, numbers, branches)."""

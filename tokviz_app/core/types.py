@@ -61,6 +61,19 @@ class Alternative:
 
 
 @dataclass(frozen=True)
+class LayerRow:
+    """The logit lens at one layer for one token: the model's own final norm and output head applied to
+    that layer's hidden state at the position before the token. Layer 0 is the embeddings, layer k the
+    output of block k; the last row is the model's own prediction (the token's `prob`, `rank`, `entropy`)."""
+
+    layer: int
+    top: tuple[Alternative, ...]  # the 5 most likely tokens at this layer (`sampled_prob` None: no sampling here)
+    token_rank: int  # 1 = the most likely at this layer
+    token_prob: float
+    entropy: float  # bits
+
+
+@dataclass(frozen=True)
 class TokenStep:
     """Everything known about one token at one position.
 

@@ -15,6 +15,7 @@ from .chat import chat_ids, end_of_turn_ids, has_template
 from .devices import dtype_name
 from .kernels import KernelReport
 from .lane import InferenceLane
+from .layer_lens import find_lens
 from .session import GenerationSession
 from .texts import TokenTexts, prompt_ids, search_vocabulary
 
@@ -38,8 +39,10 @@ class LoadedModel(Model):
         self.load_seconds = load_seconds
         # counted before any kernel layout change (a packed copy is no longer a parameter)
         self.weight_bytes = weight_bytes if weight_bytes is not None else parameter_bytes(hf_model)
-        # exact numbers over the whole vocabulary, steps (not streams)
-        self.capabilities = Capabilities(chat_template=has_template(tokenizer))
+        # exact numbers over the whole vocabulary, steps (not streams); the logit lens where its parts are found
+        self.lens, layer_note = find_lens(hf_model, device)
+        self.capabilities = Capabilities(chat_template=has_template(tokenizer), layer_access=self.lens is not None,
+                                         layer_count=self.lens.layers if self.lens else 0, layer_note=layer_note)
         self.notices: list[str] = []
         config = hf_model.config
         self.context_length = int(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from . import metrics
+from .layer_lens import SessionLayers
 from .token_steps import token_steps
 from ..core.errors import ContextFullError, PositionError, TokvizError
 from ..core.branch_tree import BranchTree
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 PREFILL_CHUNK = 512  # prompt tokens scored at once: bounds logits memory for long prompts
 
 
-class GenerationSession(BranchTree, Session):
+class GenerationSession(BranchTree, SessionLayers, Session):
     """Token-by-token generation with exact statistics.
 
     Invariants: `_ids` holds prompt + generated ids (never re-encoded); the
@@ -177,6 +178,7 @@ class GenerationSession(BranchTree, Session):
                 self._closed = True
                 self.model.lane.release(self._slot)
                 self._next_logits = None
+                self._kept = None  # the layer lens's hidden states (layer_lens.py)
 
     # ----------------------------------------------------------------- internals
     def _check_open(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 
-from ..present.scales import MODES, export_css, legend_entries, level_class, mode_class
+from ..present.scales import MODES, SCALE, export_css, legend_entries, level_class, mode_class
 from ..present.text import ChipText, chip_texts, detailed_hover_text, fmt, fmt_general
 from .snapshot import SessionSnapshot
 
@@ -56,6 +56,7 @@ def _legend(mode: str) -> str:
 
 
 def render_html(snapshot: SessionSnapshot, *, mode: str = "prob", palette: str = "default") -> str:
+    mode = "prob" if SCALE[mode].on_demand else mode  # its values are the page's, not the snapshot's
     branch = snapshot.branches[snapshot.active]
     label = _e(snapshot.model.get("label") or "")
     chips = "".join([*(_chip(step, shown, mode, prompt=True)

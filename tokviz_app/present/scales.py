@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from ..core.types import TokenStep
 
 LEVELS = ("green", "blue", "purple", "orange", "red")  # best first
-_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "rest": lambda value, bound: True}
+_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+            "rest": lambda value, bound: True}
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ def under(bound: float) -> Band:
     return Band("<", bound)
 
 
+def at_most(bound: float) -> Band:
+    return Band("<=", bound)
+
+
 REST = Band("rest")
 
 
@@ -64,6 +69,10 @@ class Scale:
     labels: tuple[str, ...]
     axis: str | None = None  # the chart's y-axis name; None keeps the mode out of the chart
     axis_max: float | None = None
+    # the value is no TokenStep field but computed on demand by the page for the text on screen (`read` gives
+    # None: new chips show "none" until then); the HTML export, which has only the snapshot, colours by
+    # probability instead
+    on_demand: bool = False
 
 
 SCALES: tuple[Scale, ...] = (
@@ -82,7 +91,15 @@ SCALES: tuple[Scale, ...] = (
           (under(1.0), under(3.0), under(6.0), under(10.0), REST),
           ("< 1 bit", "1–3 bits", "3–6 bits", "6–10 bits", "> 10 bits"),
           axis="surprisal (bits)"),
+    # the share of the model's depth at which the token became the top-1 and stayed it (`decided_value`); the
+    # logit lens settles late (SmolLM2: 108 of 241 top-1 tokens only at the output), so the bands favour the end
+    Scale("decided", "Decided at layer", "d", lambda step: None,
+          (at_most(0.5), at_most(0.8), under(1.0), at_most(1.0), REST),
+          ("in the first half of the layers", "50–80% of the depth", "later, before the output",
+           "only at the output", "never: not the model's top-1"),
+          on_demand=True),
 )
+DECIDED = "decided"
 SCALE: dict[str, Scale] = {scale.key: scale for scale in SCALES}
 MODES: dict[str, str] = {scale.key: scale.label for scale in SCALES}  # key → label, for the mode select
 CHART_METRICS: dict[str, str] = {scale.key: scale.axis for scale in SCALES if scale.axis}
@@ -97,13 +114,23 @@ def level_of_value(value, mode: str) -> str | None:
     return next((name for name, band in zip(LEVELS, SCALE[mode].bands) if band.holds(value)), None)
 
 
+def decided_value(layer: int | None, layers: int) -> float:
+    """The "decided" mode's value: the share of the depth (layer 0 = embeddings … `layers`); never is infinite."""
+    return float("inf") if layer is None else layer / max(1, layers)
+
+
+def value_class(value, mode: str) -> str:
+    """The chip class of a value computed for an on-demand mode."""
+    return f"tv-{SCALE[mode].prefix}-{level_of_value(value, mode) or 'none'}"
+
+
 def level(step: TokenStep, mode: str) -> str | None:
     """The level ("green" … "red") of a TokenStep in a colour mode; None when unknown."""
     return level_of_value(SCALE[mode].read(step), mode)
 
 
 def mode_class(step: TokenStep, mode: str) -> str:
-    return f"tv-{SCALE[mode].prefix}-{level(step, mode) or 'none'}"
+    return value_class(SCALE[mode].read(step), mode)
 
 
 def step_classes(step: TokenStep) -> str:

@@ -179,6 +179,7 @@ class Tab:
         views.chart.render_all()
         views.details.show(selected) if selected is not None else views.details.clear()
         views.show_branches()
+        self.explore.refresh_layers()  # the "decided at layer" colours, where that mode is on
 
     # ---------------------------------------------------------- across reloads
     def shown_snapshot(self) -> SessionSnapshot | None:

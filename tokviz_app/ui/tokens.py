@@ -173,6 +173,15 @@ class TokenView:
         self.mode = mode
         self.container.classes(replace=f"tv-text tv-mode-{mode}")
 
+    def set_mode_classes(self, prefix: str, prompt_classes: list[str], classes: list[str]) -> None:
+        """An on-demand colour mode's values arrived (present/scales.py `on_demand`): each chip's tv-<prefix>-*
+        class is replaced, the prompt's chips first, then the generated ones (only those that change)."""
+        prompt_chips = [c for c in self.prompt_box.default_slot.children if isinstance(c, TokenChip)]
+        for chip, new in (*zip(prompt_chips, prompt_classes), *zip(self.chips, classes)):
+            old = next((c for c in chip.classes if c.startswith(f"tv-{prefix}-")), "")
+            if old != new:
+                chip.classes(remove=old, add=new)
+
     def mark_splits(self, positions: set[int]) -> None:
         """Mark the chips where another branch leaves this text."""
         for chip in self.splits:

@@ -62,7 +62,8 @@ class TabViews:
                 with ui.card().classes("tv-card w-full").mark("chart-card"):
                     self.chart = TokenChart(state, on_point=tab.explore.select_position)
             with ui.element("div").classes("tv-side"):
-                self.details = DetailsPanel(on_search=tab.explore.search_tokens, on_choose=tab.branching.choose)
+                self.details = DetailsPanel(on_search=tab.explore.search_tokens, on_choose=tab.branching.choose,
+                                            on_layers=tab.explore.show_layers)
                 self.branches = BranchPanel(on_switch=tab.branching.switch)
         self.state = state
         self.show_model()

@@ -71,7 +71,8 @@ class RemoteModel(Model):
         # numbers come from the server's top-n lists; Generate to End is one streaming request
         self.capabilities = Capabilities(streams=True, exact_entropy=False, full_vocabulary_rank=False,
                                          vocabulary_search=self.vocab.searchable,
-                                         chat_template=self.vocab.chat_template)
+                                         chat_template=self.vocab.chat_template,
+                                         layer_note="This model runs on a server: its layers are not visible.")
         self.load_seconds = time.perf_counter() - started
 
     # --------------------------------------------------------------- text

@@ -1,17 +1,23 @@
-"""Looking at the text: selecting tokens, colour modes, any-token search, scoring pasted text."""
+"""Looking at the text: selecting tokens, colour modes, any-token search, scoring pasted text, the layer lens."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from nicegui import ui
+from nicegui import background_tasks, ui
 
+from ...core.contract import layers_hidden
 from ...core.errors import TokvizError
 from ...core.types import TokenStep
+from ...present.scales import DECIDED, SCALE, decided_value, value_class
 from ...present.text import count
 
 if TYPE_CHECKING:
+    from ...service import SessionHandle
     from ..tab import Tab
+
+log = logging.getLogger(__name__)
 
 
 class Explore:
@@ -40,6 +46,7 @@ class Explore:
         self.tab.views.tokens.set_mode(mode)
         self.tab.views.legend.show(mode)
         self.tab.views.chart.flush()  # its points are coloured by the mode
+        self.refresh_layers()
 
     def set_palette(self, colorblind: bool) -> None:
         self.tab.state.palette = "colorblind" if colorblind else "default"
@@ -109,4 +116,70 @@ class Explore:
         tab.views.show_text()
         tab.show_perplexity()
         tab.say(f"{count(len(state.tokens), 'token')} scored · click one to branch from it")
+        self.refresh_layers()
         await tab.branching.refresh()
+
+    # ------------------------------------------------------------------ layers
+    def show_layers(self, step: TokenStep) -> None:
+        """The details' Layers section for `step` (the details panel asks for every token it shows): computed on
+        demand in the engine, which keeps one forward pass per text; never while tokens stream in."""
+        tab, state = self.tab, self.tab.state
+        details, handle = tab.views.details, state.handle
+        if handle is None or handle.session is None:
+            details.layers_note(step, "The layers are shown for a live session: initialize this text's model.")
+        elif not handle.model.capabilities.layer_access:
+            details.layers_note(step, layers_hidden(handle.model))
+        elif step.is_prompt and step.position == 0:
+            details.layers_note(step, "The first token has no prediction, so it has no layers to show.")
+        elif state.generating:
+            details.layers_note(step, "The layers are available when generation stops.")
+        else:
+            details.layers_note(step, "Reading the layers…")
+            background_tasks.create(self._load_layers(handle, step), name="tokviz layers")
+
+    async def _load_layers(self, handle: SessionHandle, step: TokenStep) -> None:
+        """It only reads (the service cuts nothing back and checks the token is still there), so it does not claim
+        the tab: clicking through tokens never blocks Generate, and the session's lock orders it with the rest."""
+        tab = self.tab
+        rows, message = None, "The text changed: select the token again."
+        try:
+            rows = await tab.service.layer_lens(handle, step)
+        except TokvizError as error:
+            message = str(error)
+        except Exception as error:  # a bug must not leave the section saying "Reading…"
+            log.warning("The layer lens failed", exc_info=error)
+            message = f"The layers could not be read: {type(error).__name__}: {error}"
+        if tab.state.closed or handle is not tab.state.handle:
+            return
+        if rows:
+            tab.views.details.show_layers(step, rows)
+        else:
+            tab.views.details.layers_note(step, message)
+
+    def refresh_layers(self) -> None:
+        """In the "Decided at layer" colour mode, colour the chips by the layer where each token was decided: after
+        the mode is chosen and after every change of the text (chips streamed in show "none" until the end)."""
+        state = self.tab.state
+        if state.mode == DECIDED and state.handle is not None and not state.generating and not state.closed:
+            background_tasks.create(self._colour_by_layers(), name="tokviz decided layers")
+
+    async def _colour_by_layers(self) -> None:
+        tab, state = self.tab, self.tab.state
+        handle = state.handle
+        if handle is None or handle.session is None:
+            return
+        if not handle.model.capabilities.layer_access:
+            tab.say(layers_hidden(handle.model))
+            return
+        op = tab.begin("finding the layer where each token was decided…")
+        if op is None:
+            return
+        async with tab.guard(op, "Colouring by layer"):
+            prompt, generated = await tab.service.decided_layers(handle, len(state.tokens))
+        if op.failed or not op.current or handle is not state.handle or state.mode != DECIDED:
+            return
+        layers = handle.model.capabilities.layer_count
+        classes = lambda values: [value_class(decided_value(k, layers), DECIDED) for k in values]  # noqa: E731
+        first = value_class(None, DECIDED)  # the first prompt token has no prediction: unknown, not "never"
+        tab.views.tokens.set_mode_classes(SCALE[DECIDED].prefix, [first, *classes(prompt[1:])], classes(generated))
+        tab.say(f"{count(len(state.tokens), 'token')} · coloured by the layer (of {layers}) where each was decided")

@@ -143,6 +143,7 @@ class Files:
         n = count(len(state.tokens), "token")
         if state.handle is not None:
             tab.say(f"imported {n} · live: you can continue")
+            tab.explore.refresh_layers()
             await tab.branching.refresh()
             return
         tab.views.show_branches()
