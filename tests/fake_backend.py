@@ -11,7 +11,8 @@ Knobs for UI tests: `streams` (Generate to End as one generate() call), `step_de
 `eos_at` (force end-of-text at that generated position), and failing catalog entries ("offline-model",
 "huge-model"; any unknown name is not found). Chats (`start_chat`) use ChatML over `<|im_start|>` and
 `<|im_end|>`, the last two tokens; `chat_template = False` makes a model without a template. The layer lens
-(`layer_lens`, `decided_layers`) is synthetic but honest: `tests/fake_layers.py`.
+(`layer_lens`, `decided_layers`) is synthetic but honest: `tests/fake_layers.py`; `score_ids` (comparisons) is
+exact over the fake's own logits: `tests/fake_compare.py`. Each catalog key has its own salt (its own logits).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from tokviz_app.core.chat import check_messages, no_template
 from tokviz_app.core.contract import Capabilities, Model, ModelRegistry, Session
 from tokviz_app.core.types import Alternative, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
 from tokviz_app.engine.texts import search_vocabulary
+from tests.fake_compare import FakeScoring
 from tests.fake_layers import LAYERS, FakeLayers
 from tests.fake_sampling import sample
 
@@ -294,7 +296,7 @@ class FakeSession(BranchTree, FakeLayers, Session):
         )
 
 
-class FakeModel(Model):
+class FakeModel(FakeScoring, Model):
     """The contract's Model: a fixed small vocabulary, logits from a seeded generator."""
 
     def __init__(self, manager: FakeModelManager, info: ModelInfo, *, salt: int) -> None:

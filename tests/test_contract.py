@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tokviz_app.core.contract import Backend, Capabilities, Model, ModelRegistry, Session
+from tokviz_app.core.contract import Backend, Capabilities, Model, ModelRegistry, ScoreReference, Session
 from tokviz_app.core.errors import ContextFullError, PositionError, PromptTooLongError, TokvizError
 from tokviz_app.core.types import ModelInfo, SamplingParams, TokenStep
 from tests.test_remote import llama_manager, llama_model, llama_server  # noqa: F401 (fixtures, reused as they are)
@@ -413,6 +413,22 @@ def test_score_text_spells_the_text(subject, start):
         check_step(step, subject, position=len(scored.tokens) - 1, greedy=True)
     finally:
         scored.close()
+
+
+def test_score_ids_gives_the_prompt_scores_and_no_divergence_from_itself(subject, start):
+    """`Model.score_ids` (comparisons): each token's numbers as the session's prompt scoring gives them; against
+    itself the KL is 0, known everywhere where the numbers cover the whole vocabulary."""
+    model = subject.model
+    if not subject.caps.text_scoring:
+        pytest.skip("this server does not score a given text")
+    session = start()
+    ids = session.token_ids
+    scores = model.score_ids(ids, 1, top_n=3, reference=ScoreReference(model, ids, 1))
+    assert [x.token_id for x in scores] == ids[1:]
+    for x, step in zip(scores, session.prompt_tokens[1:]):
+        assert close_to(x.logprob, step.logprob, subject) and 1 <= len(x.top) <= 3
+        assert x.rank == step.rank or not subject.exact
+        assert (x.kl == 0.0) if subject.exact else (x.kl is None or x.kl < 1e-9)
 
 
 def test_find_tokens(subject):

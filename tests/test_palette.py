@@ -18,7 +18,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tokviz_app.present.scales import LEVELS, PALETTES
+from tokviz_app.present.scales import DIVERGING, LEVELS, PALETTES
 
 MACHADO = {
     "normal": np.eye(3),
@@ -86,9 +86,10 @@ def de2000(lab1: np.ndarray, lab2: np.ndarray) -> float:
     return float(np.sqrt((d_l / s_l) ** 2 + (d_c / s_c) ** 2 + (d_h / s_h) ** 2 + r_t * (d_c / s_c) * (d_h / s_h)))
 
 
-def closest_pair(palette: str, part: int, vision: str, distance=de2000) -> float:
-    """The smallest distance between two of the five levels' colours (part 0: backgrounds, 1: accents)."""
-    colours = [seen(PALETTES[palette][name][part], vision) for name in LEVELS]
+def closest_pair(palette: str, part: int, vision: str, distance=de2000, names=LEVELS) -> float:
+    """The smallest distance between two of the five levels' colours (part 0: backgrounds, 1: accents); `names`:
+    the ordered levels (LEVELS) or the comparison's diverging scale (DIVERGING)."""
+    colours = [seen(PALETTES[palette][name][part], vision) for name in names]
     return min(distance(a, b) for a, b in itertools.combinations(colours, 2))
 
 
@@ -123,9 +124,16 @@ def test_colorblind_levels_stay_apart(vision: str, part: int) -> None:
     assert closest_pair("colorblind", part, vision) >= MIN_DE2000
 
 
+@pytest.mark.parametrize("vision", list(MACHADO))
+@pytest.mark.parametrize("part", [0, 1], ids=["background", "accent"])
+def test_colorblind_diverging_levels_stay_apart(vision: str, part: int) -> None:
+    """The Δ scale of a comparison: orange … white … blue, two hues no dichromacy confuses."""
+    assert closest_pair("colorblind", part, vision, names=DIVERGING) >= MIN_DE2000
+
+
 def test_colorblind_backgrounds_keep_text_readable() -> None:
     """Dark text on every chip background at WCAG AA (4.5:1) at least."""
-    for name in (*LEVELS, "none"):
+    for name in (*LEVELS, *DIVERGING, "none"):
         assert contrast(PALETTES["colorblind"][name][0], TEXT) >= 4.5, name
 
 

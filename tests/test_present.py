@@ -91,7 +91,7 @@ def test_every_mode_has_five_bands_and_labels() -> None:
     for scale in SCALES:
         assert len(scale.bands) == 5 and len(scale.labels) == 5, scale.key
         assert scale.bands[-1].op == "rest", "the last band takes what is left"
-        assert [name for name, _ in legend_entries(scale.key)] == list(LEVELS)
+        assert [name for name, _ in legend_entries(scale.key)] == list(scale.colours)  # DIVERGING for Δ
     assert legend_entries("prob")[0] == ("green", "> 70%") and legend_entries("rank")[0] == ("green", "top-1")
 
 
@@ -106,6 +106,8 @@ def test_every_mode_has_five_bands_and_labels() -> None:
      ("green", "green", "blue", "blue", "purple", "purple", "orange", "orange", "red", "red")),
     ("decided", (0.0, 0.5, 0.5001, 0.8, 0.8001, 0.9999, 1.0, float("inf")),
      ("green", "green", "blue", "blue", "purple", "purple", "orange", "red")),
+    ("delta", (-9.0, -2.0, -1.999, -0.5001, -0.5, 0.0, 0.5, 0.5001, 1.999, 2.0, 9.0),
+     ("down2", "down2", "down1", "down1", "same", "same", "same", "up1", "up1", "up2", "up2")),
 ])
 def test_levels_at_the_band_edges(mode, values, levels) -> None:
     assert [level_of_value(v, mode) for v in values] == list(levels)
@@ -120,14 +122,15 @@ def test_level_of_steps() -> None:
     assert {level(first, mode) for mode in MODES} == {None}
     assert mode_class(first, "rank") == "tv-r-none"
     # the "decided" mode's values are computed by the page (on_demand): a new chip shows "none" until then
-    assert step_classes(step(0.9, 1, 0.1)) == "tv-p-green tv-r-green tv-e-green tv-s-green tv-d-none"
+    assert step_classes(step(0.9, 1, 0.1)).startswith("tv-p-green tv-r-green tv-e-green tv-s-green tv-d-none")
+    assert "tv-x-none" in step_classes(step(0.9, 1, 0.1)).split()  # Δ: computed by a comparison
     assert metric_value(step(0.5), "surprisal") == 1.0 and metric_value(first, "prob") is None
 
 
 def test_generated_css_covers_every_mode_level_and_palette() -> None:
     css = mode_css()
     for scale in SCALES:
-        for name in (*LEVELS, "none"):
+        for name in (*scale.colours, "none"):
             assert f".tv-mode-{scale.key} .tv-{scale.prefix}-{name} {{" in css
             assert f".tv-mode-{scale.key} .tv-prompt-token.tv-{scale.prefix}-{name} {{" in css
     for name in (*LEVELS, "none"):

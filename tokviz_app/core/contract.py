@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from .compare import TokenScore, score_by_session
 from .errors import TokvizError
 from .types import Branch, LayerRow, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
 
@@ -33,6 +34,17 @@ class Capabilities:
     layer_count: int = 0  # blocks the lens sees: its rows are layers 0 (embeddings) .. layer_count
     layer_note: str = ""  # why not, a sentence for the page, where layer_access is off (see `layers_hidden`)
     chat_template: bool = False  # `Model.start_chat` works: the model's tokenizer has a chat template
+    text_scoring: bool = True  # `Model.score_ids` works (False: a server that does not score prompts)
+
+
+@dataclass(frozen=True)
+class ScoreReference:
+    """The other side of a comparison for `Model.score_ids`: `model` reading `ids`, whose token ids[start + k] is
+    the k-th scored token; its distribution there is the reference P of KL(P ‖ Q)."""
+
+    model: Model
+    ids: list[int]
+    start: int
 
 
 def layers_hidden(model: Model) -> str:
@@ -173,6 +185,15 @@ class Model(Protocol):
 
     @abstractmethod
     def info(self) -> ModelInfo: ...
+
+    def score_ids(self, ids: list[int], start: int = 1, *, top_n: int = 5, reference: ScoreReference | None = None,
+                  should_stop: StopCheck | None = None) -> list[TokenScore]:
+        """The tokens ids[start:] (start >= 1), each scored after all the ids before it: log-prob and rank at
+        temperature 1 and the `top_n` most likely tokens; with `reference` (aligned token for token), the KL
+        divergence KL(reference ‖ this model) in bits where both distributions are known. Where
+        `capabilities.text_scoring`. This default reads a session's prompt scores (a server's echo) and takes
+        the KL from top lists (`core.compare.kl_from_lists`); the local engine computes it over the vocabulary."""
+        return score_by_session(self, ids, start, top_n=top_n, reference=reference, should_stop=should_stop)
 
     def score_text(self, text: str, params: SamplingParams, *, should_stop: StopCheck | None = None) -> Session:
         """Every token of `text` scored, as a session whose generated tokens are the text after its first

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .compare import Comparison
 
 
 MAX_TOP_N = 20  # the most alternatives a token lists (OpenAI's `top_logprobs` ceiling)
@@ -164,6 +168,7 @@ class SessionSnapshot:
     active: int = 0
     extra: dict = field(default_factory=dict)
     messages: list[dict[str, str]] | None = None  # the chat the session was started from; None: a plain prompt
+    compare: Comparison | None = None  # the shown text under a second model or context (exports: optional)
 
     @property
     def tokens(self) -> list[TokenStep]:

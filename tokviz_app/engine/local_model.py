@@ -7,10 +7,12 @@ from typing import Callable
 import torch
 
 from ..core.chat import check_messages, no_template
-from ..core.contract import Capabilities, Model
+from ..core.compare import TokenScore
+from ..core.contract import Capabilities, Model, ScoreReference
 from ..core.errors import PromptTooLongError, TokvizError
 from ..core.types import ModelInfo, SamplingParams, SessionSnapshot
 from .catalog import ModelSpec
+from . import compare
 from .chat import chat_ids, end_of_turn_ids, has_template
 from .devices import dtype_name
 from .kernels import KernelReport
@@ -124,6 +126,11 @@ class LoadedModel(Model):
         session = GenerationSession(self, ids, snapshot.settings, bos_added=False, restore=snapshot)
         session.messages = None if snapshot.messages is None else [dict(m) for m in snapshot.messages]
         return session
+
+    def score_ids(self, ids: list[int], start: int = 1, *, top_n: int = 5, reference: ScoreReference | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> list[TokenScore]:
+        """Plain forward passes; the KL over the whole vocabulary where the reference is local too (compare.py)."""
+        return compare.score_ids(self, ids, start, top_n=top_n, reference=reference, should_stop=should_stop)
 
     def find_tokens(self, query: str, limit: int = 20) -> list[tuple[int, str]]:
         """Vocabulary search by readable text: exact matches first, then prefixes, then substrings."""

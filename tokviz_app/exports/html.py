@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import html
 
-from ..present.scales import MODES, SCALE, export_css, legend_entries, level_class, mode_class
+from ..present.compare import delta_classes, hover_lines, summary
+from ..present.scales import DELTA, MODES, SCALE, export_css, legend_entries, level_class, mode_class
 from ..present.text import ChipText, chip_texts, detailed_hover_text, fmt, fmt_general
 from .snapshot import SessionSnapshot
 
@@ -35,16 +36,17 @@ def _e(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _chip(step, shown: ChipText, mode: str, *, prompt: bool) -> str:
+def _chip(step, shown: ChipText, mode: str, *, prompt: bool, colour: str | None = None, more: str = "") -> str:
     """One token span (classes as on the page; .k/.g/.pr name chips for scripts and tests), then one <br>
-    per newline in its text. No whitespace around it: inside pre-wrap text, whitespace would show."""
-    classes = ["k", "pr tv-prompt-token" if prompt else "g tv-token", mode_class(step, mode)]
+    per newline in its text. No whitespace around it: inside pre-wrap text, whitespace would show.
+    `colour`: a class computed by the page's present/ code (the Δ mode); `more`: lines for the hover."""
+    classes = ["k", "pr tv-prompt-token" if prompt else "g tv-token", colour or mode_class(step, mode)]
     if step.partial:
         classes.append("tv-partial")
     attrs = f'data-prob="{_e(fmt(step.prob, 6)) if step.prob is not None else ""}"'
     if not prompt:
         attrs += f' data-position="{_e(step.position)}"'
-    title = detailed_hover_text(step, note=shown.note)
+    title = detailed_hover_text(step, note=shown.note) + (f"\n{more}" if more else "")
     return (f'<span class="{_e(" ".join(classes))}" {attrs} title="{_e(title)}">'
             f'{_e(shown.text)}</span>' + "<br>" * str(step.text).count("\n"))
 
@@ -56,17 +58,22 @@ def _legend(mode: str) -> str:
 
 
 def render_html(snapshot: SessionSnapshot, *, mode: str = "prob", palette: str = "default") -> str:
-    mode = "prob" if SCALE[mode].on_demand else mode  # its values are the page's, not the snapshot's
     branch = snapshot.branches[snapshot.active]
+    steps = [*snapshot.prompt_tokens, *branch.tokens]
+    compared = snapshot.compare.kept_for([s.token_id for s in steps]) if snapshot.compare is not None else None
+    if SCALE[mode].on_demand and not (mode == DELTA and compared is not None):
+        mode = "prob"  # its values are the page's, not the snapshot's
+    colours = delta_classes(compared, steps) if mode == DELTA else [None] * len(steps)
+    more, n = hover_lines(compared, steps), len(snapshot.prompt_tokens)
     label = _e(snapshot.model.get("label") or "")
-    chips = "".join([*(_chip(step, shown, mode, prompt=True)
-                       for step, shown in zip(snapshot.prompt_tokens, chip_texts(snapshot.prompt_tokens))),
-                     *(_chip(step, shown, mode, prompt=False)
-                       for step, shown in zip(branch.tokens, chip_texts(branch.tokens)))])
+    shown = [*chip_texts(snapshot.prompt_tokens), *chip_texts(branch.tokens)]
+    chips = "".join(_chip(step, shown[i], mode, prompt=i < n, colour=colours[i], more=more[i])
+                    for i, step in enumerate(steps))
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>tokviz – {label}</title>",
            f"<style>{_LAYOUT_CSS}\n{export_css(mode, palette)}</style></head><body>",
            (f"<h1>tokviz session</h1><p>Model: <b>{label}</b> · colour: {_e(MODES[mode])} · "
             f"branch {_e(branch.id)} of {len(snapshot.branches)}</p>"),
+           f"<p>{_e(summary(compared, steps))}</p>" if compared is not None else "",
            _legend(mode),
            f'<div class="tv-text tv-mode-{_e(mode)}">{chips}</div>',
            ("<h2>Branches</h2><table><tr><th>branch</th><th>split at</th><th>tokens</th>"

@@ -231,7 +231,7 @@ def load(data: str | bytes) -> dict:
 
 def _document(doc: dict) -> dict:
     _obj(doc, "the file", ("format", "version", "model", "settings", "prompt", "prompt_ids", "prompt_tokens",
-                           "branches", "active"), ("extra", "messages"))
+                           "branches", "active"), ("extra", "messages", "compare"))
     model = _obj(doc["model"], "model", (), tuple(doc["model"]) if type(doc["model"]) is dict else ())
     if len(model) > 20:
         _fail("model", "has more than 20 fields", found=False)
@@ -263,6 +263,11 @@ def _document(doc: dict) -> dict:
             "parent": _parent(b["parent"], f"{path}.parent", i),
             "split": _int(b["split"], f"{path}.split", 0, MAX_IMPORT_TOKENS),
             "tokens": [step(t, f"{path}.tokens[{j}]", j, False) for j, t in enumerate(b["tokens"])]})
+    out["compare"] = None
+    if "compare" in doc:  # exports/compare.py checks it with this module's helpers (so it imports them)
+        from .compare import check
+        shown = out["prompt_ids"] + [t["token_id"] for t in out["branches"][out["active"]]["tokens"]]
+        out["compare"] = check(doc["compare"], shown, len(out["prompt_ids"]))
     return out
 
 

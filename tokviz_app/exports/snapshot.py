@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+from . import compare
 from .schema import FORMAT, MAX_IMPORT_BYTES, MAX_IMPORT_TOKENS, VERSION, check_fits, load, too_big
 from ..core.types import Alternative, Branch, SamplingParams, SessionSnapshot, TokenStep
 
@@ -58,6 +59,8 @@ def to_dict(snapshot: SessionSnapshot) -> dict:
         "active": snapshot.active,
         **({"extra": snapshot.extra} if snapshot.extra else {}),
         **({"messages": [dict(m) for m in snapshot.messages]} if snapshot.messages is not None else {}),
+        **({"compare": compare.to_dict(snapshot.compare, [*snapshot.prompt_tokens, *snapshot.tokens])}
+           if snapshot.compare is not None else {}),
     }
 
 
@@ -81,5 +84,5 @@ def from_json(text: str | bytes) -> SessionSnapshot:
         model=doc["model"], settings=SamplingParams(**doc["settings"]), prompt=doc["prompt"],
         prompt_ids=doc["prompt_ids"], prompt_tokens=steps(doc["prompt_tokens"]),
         branches=[Branch(b["id"], steps(b["tokens"]), b["parent"], b["split"]) for b in doc["branches"]],
-        active=doc["active"], extra=doc["extra"], messages=doc["messages"],
+        active=doc["active"], extra=doc["extra"], messages=doc["messages"], compare=compare.from_dict(doc["compare"]),
     )

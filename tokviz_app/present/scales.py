@@ -3,6 +3,7 @@
 Every mode maps a token to one of five levels, best first, drawn with the same five colours ("none" when
 unknown). The level names (green … red) are internal: they name the default palette's colours and the CSS
 classes; the legend names the bands by what they mean ("> 70%"), since the colour-blind palette has other hues.
+A two-sided scale (the comparison's Δ) names its own five palette entries (`Scale.colours`: DIVERGING).
 
 Adding a colour mode is one new `Scale` record in SCALES, nothing else: the mode select
 (MODES), the chip classes, the legend, the chart (when `axis` is set), the page CSS (`mode_css`) and the HTML
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from ..core.types import TokenStep
 
 LEVELS = ("green", "blue", "purple", "orange", "red")  # best first
+# the comparison's diverging scale (log p_B − log p_A): B finds the token much less likely … much more likely
+DIVERGING = ("down2", "down1", "same", "up1", "up2")
 _COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
             "rest": lambda value, bound: True}
 
@@ -73,6 +76,7 @@ class Scale:
     # None: new chips show "none" until then); the HTML export, which has only the snapshot, colours by
     # probability instead
     on_demand: bool = False
+    colours: tuple[str, ...] = LEVELS  # the palette entry of each band (DIVERGING for a two-sided scale)
 
 
 SCALES: tuple[Scale, ...] = (
@@ -98,8 +102,15 @@ SCALES: tuple[Scale, ...] = (
           ("in the first half of the layers", "50–80% of the depth", "later, before the output",
            "only at the output", "never: not the model's top-1"),
           on_demand=True),
+    # a comparison (ui/flows/compare.py): log p_B − log p_A in bits, per token or per aligned span (`present/compare`)
+    Scale("delta", "Δ log p (B − A)", "x", lambda step: None,
+          (at_most(-2.0), under(-0.5), at_most(0.5), under(2.0), REST),
+          ("≤ −2 bits (B: far less likely)", "−2 to −0.5 bits", "within ±0.5 bits", "0.5 to 2 bits",
+           "≥ 2 bits (B: far more likely)"),
+          on_demand=True, colours=DIVERGING),
 )
 DECIDED = "decided"
+DELTA = "delta"
 SCALE: dict[str, Scale] = {scale.key: scale for scale in SCALES}
 MODES: dict[str, str] = {scale.key: scale.label for scale in SCALES}  # key → label, for the mode select
 CHART_METRICS: dict[str, str] = {scale.key: scale.axis for scale in SCALES if scale.axis}
@@ -111,7 +122,7 @@ def level_of_value(value, mode: str) -> str | None:
     value = number(value)
     if value is None:
         return None
-    return next((name for name, band in zip(LEVELS, SCALE[mode].bands) if band.holds(value)), None)
+    return next((name for name, band in zip(SCALE[mode].colours, SCALE[mode].bands) if band.holds(value)), None)
 
 
 def decided_value(layer: int | None, layers: int) -> float:
@@ -155,7 +166,7 @@ def metric_value(step: TokenStep, mode: str) -> float | None:
 
 def legend_entries(mode: str) -> list[tuple[str, str]]:
     """(level, text) for the legend of a mode: the bands by meaning, never by colour (palettes differ)."""
-    return list(zip(LEVELS, SCALE[mode].labels))
+    return list(zip(SCALE[mode].colours, SCALE[mode].labels))
 
 
 # ------------------------------------------------------------------------------------------------------- CSS
@@ -164,11 +175,17 @@ def legend_entries(mode: str) -> list[tuple[str, str]]:
 # green, teal and blue to purple, as viridis does: lightness alone keeps the five apart for every kind of
 # colour vision, the hues add to it. tests/test_palette.py simulates protanopia, deuteranopia and tritanopia
 # and checks every pair stays at least ΔE2000 10 apart (the default palette's numbers are reported there).
+# DIVERGING: red … white … blue by default; orange … white … blue in the colour-blind palette (two hues that no
+# dichromacy confuses, lightness falling from the centre on both sides; checked in tests/test_palette.py too).
 PALETTES: dict[str, dict[str, tuple[str, str]]] = {
     "default": {"green": ("#c6efc9", "#2e7d32"), "blue": ("#cfe3fb", "#1565c0"), "purple": ("#e5d4f7", "#6a1b9a"),
-                "orange": ("#ffe0b8", "#e65100"), "red": ("#fbd0d0", "#c62828"), "none": ("#eceff1", "#90a4ae")},
+                "orange": ("#ffe0b8", "#e65100"), "red": ("#fbd0d0", "#c62828"), "none": ("#eceff1", "#90a4ae"),
+                "down2": ("#f2a3a3", "#c62828"), "down1": ("#fbd8d2", "#ef8a80"), "same": ("#ffffff", "#5f5f5f"),
+                "up1": ("#d2e4f8", "#7fb3ea"), "up2": ("#9cc2ef", "#1565c0")},
     "colorblind": {"green": ("#fef2e2", "#d2ad05"), "blue": ("#a6e7a6", "#01a85e"), "purple": ("#3dced7", "#0b808f"),
-                   "orange": ("#72a4dc", "#1e599a"), "red": ("#a777a1", "#5f2c4e"), "none": ("#eceff1", "#90a4ae")},
+                   "orange": ("#72a4dc", "#1e599a"), "red": ("#a777a1", "#5f2c4e"), "none": ("#eceff1", "#90a4ae"),
+                   "down2": ("#e69a52", "#b35806"), "down1": ("#fbd3a6", "#e08214"), "same": ("#ffffff", "#5f5f5f"),
+                   "up1": ("#b2d2ee", "#4393c3"), "up2": ("#6fa2d8", "#1f5fa8")},
 }
 
 
@@ -179,8 +196,8 @@ def palette_vars(palette: str) -> str:
 
 def _level_rules() -> list[str]:
     rules = [f".{level_class(name)} {{ background: var(--tv-{name}); border-color: var(--tv-{name}-b); }}"
-             for name in (*LEVELS, "none")]
-    for name in LEVELS:  # generated chips are underlined only; bars are filled with the accent
+             for name in (*LEVELS, *DIVERGING, "none")]
+    for name in (*LEVELS, *DIVERGING):  # generated chips are underlined only; bars are filled with the accent
         rules.append(f".tv-token.{level_class(name)} {{ border-color: transparent; "
                      f"border-bottom-color: var(--tv-{name}-b); }}")
         rules.append(f".tv-alt-fill.{level_class(name)} {{ background: var(--tv-{name}-b); }}")
@@ -192,7 +209,7 @@ def _mode_rules(modes) -> list[str]:
     rules = []
     for mode in modes:
         prefix = SCALE[mode].prefix
-        for name in (*LEVELS, "none"):
+        for name in (*SCALE[mode].colours, "none"):
             rules.append(f".tv-mode-{mode} .tv-{prefix}-{name} {{ background: var(--tv-{name}) !important; "
                          f"border-bottom-color: var(--tv-{name}-b) !important; }}")
             rules.append(f".tv-mode-{mode} .tv-prompt-token.tv-{prefix}-{name} {{ "

@@ -4,7 +4,7 @@ Updated at most every THROTTLE seconds while streaming (and once at the end), ne
 Two series: the line (series 0, plain values, silent) and the points on it (series 1, a scatter), each point
 [position, value, level, token text, value text], coloured by its level in the tab's colour mode (a hidden
 piecewise visualMap over the level, in the tab's palette) and clickable within ~10 px (a transparent border
-widens the hit area beyond the drawn dot).
+widens the hit area beyond the drawn dot). Series 2 is a comparison's line.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ TOOLTIP = """(params) => {
   if (!point) return '';
   const esc = (s) => String(s).replace(/[&<>"']/g, (c) => '&#' + c.charCodeAt(0) + ';');
   const [position, , , text, value] = point.data;
+  const other = list.find((p) => p.seriesIndex === 2 && Array.isArray(p.data) && p.data[1] !== null);
   return 'token ' + position + ': <span style="font-family: monospace; white-space: pre; font-weight: 600">'
-    + esc(text) + '</span><br>' + esc(value);
+    + esc(text) + '</span><br>' + esc(value) + (other ? '<br>' + esc(other.data[2]) : '');
 }"""
 
 
@@ -42,6 +43,9 @@ class TokenChart:
         self.selected: int | None = None
         self._last = 0.0
         self._dirty = False
+        # a comparison's line (ui/flows/compare.py): metric -> [[position, value, tooltip text], ...], or None
+        self.second: Callable[[str], list[list] | None] | None = None
+        self.second_name = ""
         with ui.row().classes("w-full items-center gap-2 tv-chart-bar"):
             ui.label("Chart").classes("text-subtitle2")
             self.toggle = ui.toggle(CHART_METRICS, value="prob", on_change=lambda e: self.set_metric(e.value)) \
@@ -64,19 +68,25 @@ class TokenChart:
                         "markPoint": {"symbol": "circle", "symbolSize": 16, "silent": True, "label": {"show": False},
                                       "itemStyle": {"color": "#ff6f00"}, "data": []}},
                        {"type": "scatter", "data": [], "symbolSize": 10, "z": 3, "emphasis": {"scale": 1.5},
-                        "itemStyle": {"borderWidth": 10, "borderColor": "rgba(0, 0, 0, 0)"}}],
+                        "itemStyle": {"borderWidth": 10, "borderColor": "rgba(0, 0, 0, 0)"}},
+                       {"type": "line", "data": [], "showSymbol": False, "silent": True, "connectNulls": True,
+                        "lineStyle": {"width": 1.5, "type": "dashed", "color": "#ef6c00"},
+                        "itemStyle": {"color": "#ef6c00"}}],
+            "legend": {"show": False, "top": 0, "right": 8, "data": []},
         }
 
     def _pieces(self) -> list[dict]:
         """The colour of each level (accent colours of the tab's palette, as the chips' underlines)."""
         colours = PALETTES[self.state.palette]
-        return [{"value": i, "color": colours[name][1]} for i, name in enumerate((*LEVELS, "none"))]
+        return [{"value": i, "color": colours[name][1]}
+                for i, name in enumerate((*SCALE[self.state.mode].colours, "none"))]
 
     def _point(self, position: int, step: TokenStep, value: float | None) -> list:
         """[position, value, level index in the colour mode, token text, value text] (the tooltip reads them)."""
         name = level(step, self.state.mode)
         shown = percent(value) if self.metric == "prob" else fmt(value, 2, " bits")
-        return [position, value, LEVELS.index(name) if name else NO_LEVEL, visible_text(step.text),
+        index = SCALE[self.state.mode].colours.index(name) if name else NO_LEVEL
+        return [position, value, index, visible_text(step.text),
                 f"{CHART_METRICS[self.metric].split(' (')[0]} {shown}"]
 
     # ----------------------------------------------------------------- data
@@ -118,6 +128,11 @@ class TokenChart:
         if self.selected is not None and self.selected < len(values):
             mark = [{"coord": [self.selected, values[self.selected]], "value": self.selected}]
         series["markPoint"]["data"] = mark
+        second = self.second(self.metric) if self.second is not None else None
+        options["series"][2]["data"] = second or []
+        names = [self.second_name, "A (shown)"] if second else []
+        options["series"][0]["name"], options["series"][2]["name"] = "A (shown)", self.second_name
+        options["legend"].update(show=bool(second), data=names[::-1])
         self.chart.update()
         self._last = time.monotonic()
         self._dirty = False

@@ -25,12 +25,15 @@ KEEP_SELECTED_IN_VIEW = """setTimeout(() => {
 class DetailsPanel:
     def __init__(self, on_search: Callable[[TokenStep, str], Any] | None = None,
                  on_choose: Callable[[int, int], Any] | None = None,
-                 on_layers: Callable[[TokenStep], Any] | None = None) -> None:
+                 on_layers: Callable[[TokenStep], Any] | None = None,
+                 on_compare: Callable[[TokenStep], Any] | None = None) -> None:
         self.on_search = on_search
         self.on_choose = on_choose
         self.on_layers = on_layers  # asked to fill the Layers section of each token shown (ui/flows/explore.py)
         self.results: ui.column | None = None
         self.layers: ui.column | None = None
+        self.on_compare = on_compare  # asked to fill the comparison section (ui/flows/compare.py)
+        self.compare: ui.column | None = None
         # one panel: beside the text on wide screens; on phones (CSS below 900 px) a bottom sheet over the page
         # while a token is selected (class tv-sheet-open), so tapping a token shows something in view
         with ui.card().classes("tv-details w-full").mark("details") as self.card:
@@ -80,11 +83,14 @@ class DetailsPanel:
                             ui.element("div").classes(f"tv-alt-fill {prob_class(alt.prob)}").style(
                                 f"width: {max(alt.prob * 100, 0.5):.1f}%").mark(f"chart-bar-{i}")
                         ui.label(percent(alt.prob)).classes("tv-chart-prob")
+            self.compare = ui.column().classes("w-full gap-1 q-mt-sm").mark("compare-details")
             if not step.is_prompt and self.on_search is not None:
                 self._search_box(step)
             self.layers = ui.column().classes("w-full gap-1 q-mt-sm").mark("layers")
         if self.on_layers is not None:
             self.on_layers(step)
+        if self.on_compare is not None:
+            self.on_compare(step)
 
     # ------------------------------------------------------------------ layers
     def layers_note(self, step: TokenStep, text: str) -> None:

@@ -12,6 +12,7 @@ from dataclasses import field
 
 from nicegui import binding
 
+from ..core.compare import Comparison
 from ..core.contract import Model
 from ..core.types import Branch, SamplingParams, SessionSnapshot, TokenStep
 from ..inputs import MAX_TEMPERATURE, parse_seed
@@ -49,6 +50,7 @@ class TabState:
     imported: SessionSnapshot | None = None  # shown read-only until its model is initialized
     warned: set[str] = field(default_factory=set)  # the session's caveats already shown
     finish_reason: str = ""
+    compare: Comparison | None = None  # the text scored by a second model or after context B (flows/compare.py)
     # view settings
     mode: str = "prob"
     palette: str = "default"

@@ -51,6 +51,7 @@ class Operation:
 class Tab:
     def __init__(self, service: ModelService, settings: Settings, state: TabState) -> None:
         from .flows.branching import Branching
+        from .flows.compare import Compare
         from .flows.explore import Explore
         from .flows.files import Files
         from .flows.generation import Generation
@@ -65,6 +66,7 @@ class Tab:
         self.branching = Branching(self)
         self.explore = Explore(self)
         self.files = Files(self)
+        self.compare = Compare(self)
         self.keyboard = Keyboard(self)
         self.views = TabViews(self)  # built last: the views call into the flows above
         self.tab_id: str | None = None  # the browser tab's id (kept across reloads), once the page is connected
@@ -136,7 +138,9 @@ class Tab:
         state.tokens, state.prompt_tokens, state.selected = [], [], None
         state.branches, state.active_branch = [], None
         state.finish_reason = ""
+        state.compare = None
         self.views.clear()
+        self.compare.refresh()
 
     def is_eos(self, step: TokenStep) -> bool:
         handle = self.state.handle
@@ -179,6 +183,7 @@ class Tab:
         views.chart.render_all()
         views.details.show(selected) if selected is not None else views.details.clear()
         views.show_branches()
+        self.compare.refresh()  # the comparison's part that still holds for the text
         self.explore.refresh_layers()  # the "decided at layer" colours, where that mode is on
 
     # ---------------------------------------------------------- across reloads
@@ -186,7 +191,7 @@ class Tab:
         """The text on screen with its branches, from the state alone (no engine call: also while a step runs)."""
         state = self.state
         if state.imported is not None and state.handle is None:
-            return state.imported
+            return self.compare.for_snapshot(state.imported)
         handle = state.handle
         if handle is None or not state.prompt_tokens:
             return None
@@ -198,7 +203,7 @@ class Tab:
                                settings=handle.params, prompt=handle.prompt,
                                prompt_ids=[t.token_id for t in state.prompt_tokens],
                                prompt_tokens=list(state.prompt_tokens), branches=branches, active=active,
-                               messages=handle.messages)
+                               messages=handle.messages, compare=self.compare.kept())
 
     def remember(self, *, throttle: bool = False) -> None:
         """Keep the tab's work for a reload (at most once a second while tokens stream in)."""

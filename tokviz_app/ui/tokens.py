@@ -182,6 +182,17 @@ class TokenView:
             if old != new:
                 chip.classes(remove=old, add=new)
 
+    def add_titles(self, prompt_lines: list[str], lines: list[str]) -> None:
+        """Lines under each chip's own hover text (a comparison's numbers; "" for none), prompt chips first."""
+        prompt_chips = [c for c in self.prompt_box.default_slot.children if isinstance(c, TokenChip)]
+        for chips, steps, extra in ((prompt_chips, self.state.prompt_tokens, prompt_lines),
+                                    (self.chips, self.state.tokens, lines)):
+            for chip, step, shown, more in zip(chips, steps, chip_texts(steps), extra):
+                title = hover_text(step, shown.note) + (f"\n{more}" if more else "")
+                if chip.props.get("title") != title:
+                    chip._props["title"] = title  # pylint: disable=protected-access
+                    chip.update()
+
     def mark_splits(self, positions: set[int]) -> None:
         """Mark the chips where another branch leaves this text."""
         for chip in self.splits:

@@ -11,6 +11,7 @@ from ..present.text import model_line
 from .branches import BranchPanel, split_positions
 from .chart import TokenChart
 from .chat_inputs import ChatInputs
+from .compare_panel import ComparePanel
 from .controls import GenerationControls, ModelPicker
 from .details import DetailsPanel
 from .legend import Legend
@@ -52,18 +53,22 @@ class TabViews:
                 self.chat.fields.move(self.controls.prompt.parent_slot.parent, target_index=2)
                 self.controls.prompt.props(f"maxlength={settings.max_prompt_chars}")  # a huge paste is cut, then refused
                 with ui.card().classes("tv-card w-full tv-output").mark("output-card"):
-                    _toolbar(tab)
+                    self.mode_select = _toolbar(tab)
                     # which model made the tokens below, always in sight (models.py keeps it current)
                     self.active_model = ui.label("").classes("tv-muted text-caption tv-active-model") \
                         .mark("active-model")
                     self.legend = Legend(state.mode)
                     self.tokens = TokenView(state, on_select=tab.explore.select, on_choose=tab.branching.choose)
                     self.perplexity = ui.label("").classes("tv-muted text-caption tv-perplexity").mark("perplexity")
+                self.compare = ComparePanel(tab.service.catalog(), state.model_key, on_compare=tab.compare.run,
+                                            on_clear=tab.compare.clear)
+                self.compare.on_open = lambda: self.compare.set_catalog(tab.service.catalog(), state.model_key)
                 with ui.card().classes("tv-card w-full").mark("chart-card"):
                     self.chart = TokenChart(state, on_point=tab.explore.select_position)
             with ui.element("div").classes("tv-side"):
                 self.details = DetailsPanel(on_search=tab.explore.search_tokens, on_choose=tab.branching.choose,
-                                            on_layers=tab.explore.show_layers)
+                                            on_layers=tab.explore.show_layers,
+                                            on_compare=tab.compare.show_details)
                 self.branches = BranchPanel(on_switch=tab.branching.switch)
         self.state = state
         self.show_model()
@@ -74,6 +79,7 @@ class TabViews:
         state = self.state
         self.chat.offer(state.model is not None and state.model.capabilities.chat_template)
         self.picker.button.set_enabled(not state.loading)
+        self.compare.set_enabled(not state.loading and not state.busy)
         self.controls.set_running(ready=state.model is not None and not state.loading,
                                   busy=state.busy, generating=state.generating)
 
@@ -117,15 +123,16 @@ def _help_dialog() -> ui.dialog:
     return dialog
 
 
-def _toolbar(tab: Tab) -> None:
-    """Colour mode, palette, score text, export and import."""
+def _toolbar(tab: Tab) -> ui.select:
+    """Colour mode (the select is returned: a comparison switches it to Δ), palette, score text, export, import."""
 
     async def uploaded(e) -> None:
         await tab.files.import_file(e.file)  # checks the size before reading
         upload.reset()
 
     with ui.row().classes("w-full items-center gap-2 tv-toolbar"):
-        ui.select(MODES, value=tab.state.mode, label="Colour by", on_change=lambda e: tab.explore.set_mode(e.value)) \
+        mode = ui.select(MODES, value=tab.state.mode, label="Colour by",
+                         on_change=lambda e: tab.explore.set_mode(e.value)) \
             .props("dense outlined").classes("tv-mode-select").mark("color-mode")
         ui.switch("Colour-blind palette", on_change=lambda e: tab.explore.set_palette(e.value)).mark("colorblind")
         ui.switch("Continue after a pick").bind_value(tab.state, "continue_after_pick") \
@@ -142,6 +149,7 @@ def _toolbar(tab: Tab) -> None:
             .props("accept=.json").classes("tv-upload").mark("import")
         ui.button("Import JSON", icon="upload", on_click=lambda: upload.run_method("pickFiles")) \
             .props("flat no-caps dense").mark("import-button")
+    return mode
 
 
 REMEMBER_CONTINUE = """(value) => { try { localStorage.setItem('tokviz-continue', value ? '1' : '0'); } catch (e) {} }"""

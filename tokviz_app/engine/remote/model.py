@@ -72,7 +72,8 @@ class RemoteModel(Model):
         self.capabilities = Capabilities(streams=True, exact_entropy=False, full_vocabulary_rank=False,
                                          vocabulary_search=self.vocab.searchable,
                                          chat_template=self.vocab.chat_template,
-                                         layer_note="This model runs on a server: its layers are not visible.")
+                                         layer_note="This model runs on a server: its layers are not visible.",
+                                         text_scoring=self.caps.echo is not None)  # score_ids: the echo
         self.load_seconds = time.perf_counter() - started
 
     # --------------------------------------------------------------- text

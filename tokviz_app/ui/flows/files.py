@@ -43,13 +43,15 @@ class Files:
         ui.download.content(content, filename, media_type)
 
     async def _snapshot(self) -> SessionSnapshot | None:
+        """The session to export, with the comparison that holds for its shown text."""
         state = self.tab.state
         handle = state.handle
         if handle is not None and handle.session is not None and not handle.closed:
-            return await self.tab.service.snapshot(handle)
+            return self.tab.compare.for_snapshot(await self.tab.service.snapshot(handle))
         if state.imported is None:
             self.tab.notify("Nothing to export yet: generate or score some text first.", "warning")
-        return state.imported
+            return None
+        return self.tab.compare.for_snapshot(state.imported)
 
     # ------------------------------------------------------------------ import
     async def import_file(self, file: FileUpload) -> None:
@@ -118,6 +120,7 @@ class Files:
             state.prompt_tokens, state.tokens = list(snapshot.prompt_tokens), list(snapshot.tokens)
             state.branches, state.active_branch = snapshot.branches, snapshot.branches[snapshot.active].id
             tab.models.show_import(snapshot)  # the dropdown switches to its model, and the page says so
+        state.compare = snapshot.compare  # shown with the chips (_add_chips)
         tab.views.tokens.show_prompt(state.prompt_tokens)
 
     async def _add_chips(self) -> None:
@@ -139,6 +142,7 @@ class Files:
         if not op.current:
             return
         tab.views.chart.render_all()
+        tab.compare.refresh()
         tab.show_perplexity()
         n = count(len(state.tokens), "token")
         if state.handle is not None:
