@@ -41,7 +41,7 @@ from tokviz_app.core.types import Alternative, ModelInfo, SamplingParams, Sessio
 from tokviz_app.engine.texts import search_vocabulary
 from tests.fake_compare import FakeScoring
 from tests.fake_layers import LAYERS, FakeLayers
-from tests.fake_sampling import sample
+from tests.fake_sampling import FakeWhatIf, sample
 
 EOS = "<|endoftext|>"
 WORDS = [
@@ -141,7 +141,7 @@ def _softmax(values: list[float]) -> list[float]:
     return [e / total for e in exps]
 
 
-class FakeSession(BranchTree, FakeLayers, Session):
+class FakeSession(BranchTree, FakeLayers, FakeWhatIf, Session):
     """The contract's Session over the fake vocabulary, with the real branch tree."""
 
     def __init__(self, model: FakeModel, ids: list[int], params: SamplingParams, *,
@@ -236,15 +236,19 @@ class FakeSession(BranchTree, FakeLayers, Session):
             self.tokens.append(step)
             return step
 
-    def score(self, position: int, token_ids: list[int]) -> list[tuple[int, float | None, int | None]]:
+    def score(self, position: int, token_ids: list[int]) -> list[tuple[int, float, int, float]]:
         with self._lock:
             self._check_open()
             if not 0 <= position <= len(self.tokens):
                 raise PositionError(f"There is no generated token at position {position}.")
             for token_id in token_ids:
                 self._check_token_id(token_id)
-            probs = _softmax(self._logits_at(self._n_prompt + position))
-            return [(t, probs[t], 1 + sum(p > probs[t] for p in probs)) for t in token_ids]
+            index = self._n_prompt + position
+            logits = self._logits_at(index)
+            probs = _softmax(logits)
+            drawn = self.tokens[position].sampling if position < len(self.tokens) else None
+            sampled, _ = sample(logits, drawn or self.params, self._ids[:index])
+            return [(t, probs[t], 1 + sum(p > probs[t] for p in probs), sampled[t]) for t in token_ids]
 
     def switch_branch(self, branch_id: int) -> list[TokenStep]:
         with self._lock:
@@ -315,7 +319,7 @@ class FakeModel(FakeScoring, Model):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(streams=self.manager.streams, chat_template=self.manager.chat_template,
-                            layer_access=True, layer_count=LAYERS)  # tests/fake_layers.py
+                            layer_access=True, layer_count=LAYERS, what_if=True)  # tests/fake_layers.py, fake_sampling.py
 
     @property
     def step_delay(self) -> float:

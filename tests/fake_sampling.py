@@ -74,3 +74,15 @@ def _typical(alive: list[int], probs: list[float], mass: float) -> list[int]:
             last = position
             break
     return [i for i in order if shift[i] <= shift[order[last]]]
+
+
+class FakeWhatIf:
+    """`what_if` for `tests.fake_backend.FakeSession` (mixed in): each shown token's probability under other
+    settings, from its own logits through `sample`, as the engine replays a text (nothing drawn, nothing kept)."""
+
+    def what_if(self, params: SamplingParams, *, prompt: bool = False) -> list[float | None]:
+        with self._lock:
+            self._check_open()
+            indices = range(1, self._n_prompt) if prompt else range(self._n_prompt, len(self._ids))
+            probs = [sample(self._logits_at(i), params, self._ids[:i])[0][self._ids[i]] for i in indices]
+            return [None, *probs] if prompt else probs

@@ -277,8 +277,10 @@ def test_keyboard_chart_branches_and_dark_mode_in_chromium(server, driver) -> No
     d.find_elements(By.CSS_SELECTOR, ".tv-branch")[0].click()
     wait.until(lambda _: [t.text for t in tokens()] == original)
 
-    # import opens the browser's file picker (a hidden uploader does the upload)
-    d.find_element(By.XPATH, "//button[.//span[normalize-space()='Import JSON']]").click()
+    # import opens the browser's file picker (a hidden uploader does the upload); in view below the fixed header
+    picker = d.find_element(By.XPATH, "//button[.//span[normalize-space()='Import JSON']]")
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", picker)
+    picker.click()
 
     # help overlay, then dark mode remembered across a reload
     press("?")

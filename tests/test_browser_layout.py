@@ -53,7 +53,8 @@ def test_desktop_side_panel_stop_seed_paste_and_chart(server, driver) -> None:  
     d.find_element(By.CSS_SELECTOR, ".tv-sampling .q-expansion-item__container > .q-item").click()
     wait.until(lambda _: d.find_element(By.CSS_SELECTOR, ".tv-num .q-field__label").is_displayed())
     labels = d.find_elements(By.CSS_SELECTOR, ".tv-sampling .q-field__label")
-    assert [label.text for label in labels] == ["Temperature", "Top-k (0 = off)", "Top-p", "Seed"]
+    assert [label.text for label in labels] == ["Temperature", "Top-k (0 = off)", "Top-p", "Seed", "Min-p (0 = off)",
+                                                "Typical-p", "Repetition penalty", "Alternatives"]
     for label in labels:
         assert d.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", label), label.text
 

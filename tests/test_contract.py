@@ -268,22 +268,27 @@ def test_choose_branches_and_switch_back(subject, start):
 
 
 def test_score_agrees_with_the_steps(subject, start):
-    session = start()
+    session = start(params=SamplingParams(top_k=3, seed=4))
     steps = [session.step() for _ in range(2)]
     for step in steps:
-        (token_id, prob, rank), = session.score(step.position, [step.token_id])
+        (token_id, prob, rank, sampled), = session.score(step.position, [step.token_id])
         assert token_id == step.token_id
         assert close_to(prob, step.prob, subject)
+        # after the samplers the token was drawn with: its own number (a server cannot tell)
+        assert sampled is None if not subject.exact else close_to(sampled, step.sampled_prob, subject)
         if subject.caps.full_vocabulary_rank:
             assert rank == step.rank
         else:
             assert rank is None or rank >= 1
     runner_up = steps[0].alternatives[1]
-    (token_id, prob, rank), = session.score(0, [runner_up.token_id])
+    (token_id, prob, rank, sampled), = session.score(0, [runner_up.token_id])
     assert token_id == runner_up.token_id and close_to(prob, runner_up.prob, subject)
     assert rank == 2 if subject.caps.full_vocabulary_rank else rank in (2, None)
+    assert sampled is None if not subject.exact else close_to(sampled, runner_up.sampled_prob, subject)
+    if subject.exact:  # top-3: the sixth most likely token has nothing left after the samplers
+        assert session.score(0, [steps[0].alternatives[5].token_id])[0][3] == 0.0
     # the next token (position == len(tokens)) can be scored too, and scoring leaves the text alone
-    (_, prob, rank), = session.score(2, [steps[0].token_id])
+    (_, prob, rank, _), = session.score(2, [steps[0].token_id])
     assert (prob is None or 0 < prob <= 1) and (rank is None or rank >= 1)
     if subject.exact:
         assert prob is not None and rank is not None
@@ -358,6 +363,32 @@ def test_new_samplers_round_trip_through_snapshot_and_restore(subject, start):
             assert step.kept_count >= 1 and 0 < step.kept_mass <= 1
     finally:
         restored.close()
+
+
+def test_what_if_replays_the_text_without_changing_it(subject, start):
+    """What-if: each shown token's probability under other settings. Its own settings give its own sampled_prob,
+    a cut that removes it gives 0, nothing is generated or changed; where a backend cannot replay, it says so."""
+    params = SamplingParams(temperature=0.8, top_k=5, seed=7)
+    session = start(params=params)
+    session.generate(6)
+    shown = (session.token_ids, list(session.tokens))
+    if not subject.caps.what_if:
+        with pytest.raises(TokvizError, match="replay"):
+            session.what_if(GREEDY)
+        return
+    own, prompt = session.what_if(params), session.what_if(params, prompt=True)
+    assert own == pytest.approx([t.sampled_prob for t in session.tokens], abs=1e-5)
+    assert prompt[0] is None and prompt[1:] == pytest.approx([t.sampled_prob for t in session.prompt_tokens[1:]],
+                                                               abs=1e-5)
+    assert session.what_if(GREEDY) == [float(t.rank == 1) for t in session.tokens]
+    assert session.what_if(SamplingParams(top_k=2)) == pytest.approx(
+        [0.0 if t.rank > 2 else t.prob / sum(a.prob for a in t.alternatives[:2]) for t in session.tokens], abs=1e-5)
+    cooler = session.what_if(SamplingParams(temperature=0.5))  # sharper: the most likely token gains
+    assert all(c >= t.prob - 1e-6 for c, t in zip(cooler, session.tokens) if t.rank == 1)
+    assert all(c > 0 for c in cooler) and cooler != pytest.approx([t.prob for t in session.tokens], abs=1e-3)
+    assert (session.token_ids, session.tokens) == shown
+    session.choose(2, session.tokens[2].alternatives[3].token_id)  # another text: replayed afresh
+    assert session.what_if(params) == pytest.approx([t.sampled_prob for t in session.tokens], abs=1e-5)
 
 
 def test_layer_lens_ends_at_the_token_and_decides_only_top_ones(subject, start):
@@ -451,7 +482,8 @@ def test_closed_session_refuses_work(subject, start):
     session.close()
     assert session.closed
     for call in (session.step, lambda: session.generate(2), lambda: session.choose(0, step.token_id),
-                 lambda: session.score(0, [step.token_id]), lambda: session.truncate(0)):
+                 lambda: session.score(0, [step.token_id]), lambda: session.truncate(0),
+                 lambda: session.what_if(GREEDY)):
         with pytest.raises(TokvizError):
             call()
     session.close()  # twice is fine

@@ -86,7 +86,7 @@ def test_score_any_token_matches_reference(tiny_model):
         row = logits[n_prompt + position - 1]
         p = np.exp(row - row.max())
         p /= p.sum()
-        for token_id, prob, rank in session.score(position, [0, 17, 399]):
+        for token_id, prob, rank, _ in session.score(position, [0, 17, 399]):
             assert abs(prob - p[token_id]) < 1e-5
             assert rank == int((row > row[token_id]).sum()) + 1
     assert session.token_ids == ids  # scoring changes nothing

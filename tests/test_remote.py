@@ -200,13 +200,13 @@ def test_id_mode_choose_far_outside_the_top_list_is_exact(vllm_model, tiny_model
     local = tiny_model.start("Hello world", SamplingParams(greedy=True))
     for _ in range(3):
         remote.step(), local.step()
-    far = next(t for t, _, rank in local.score(1, list(range(tiny_model.vocab_size))) if rank > 50)
+    far = next(t for t, _, rank, _ in local.score(1, list(range(tiny_model.vocab_size))) if rank > 50)
     r, l = remote.choose(1, far), local.choose(1, far)
     assert_same_step(r, l, rank_known=False)  # echo scoring: the exact probability; rank beyond the list unknown
     assert remote.token_ids == local.token_ids
     assert [b.split for b in remote.branches] == [0, 1]
-    (token, prob, rank), = remote.score(1, [far])
-    assert prob == pytest.approx(l.prob, rel=1e-5) and rank is None
+    (token, prob, rank, sampled), = remote.score(1, [far])
+    assert prob == pytest.approx(l.prob, rel=1e-5) and rank is None and sampled is None
 
 
 def test_id_mode_sampled_prob_where_the_top_list_decides_it(vllm_model, tiny_model):
@@ -215,7 +215,7 @@ def test_id_mode_sampled_prob_where_the_top_list_decides_it(vllm_model, tiny_mod
     local = tiny_model.start("Tokens are", params)
     steps = [remote.step() for _ in range(4)]
     for step in steps:  # a top-5 cut inside the known list: the sampling distribution is exact
-        ref = local.score(step.position, [step.token_id])  # (id, prob, rank) at temperature 1
+        ref = local.score(step.position, [step.token_id])  # (id, prob, rank, sampled): prob at temperature 1
         assert step.prob == pytest.approx(ref[0][1], rel=1e-5)
         local.choose(step.position, step.token_id)
         assert step.sampled_prob == pytest.approx(local.tokens[-1].sampled_prob, rel=1e-4)

@@ -205,7 +205,7 @@ async def test_any_token_search_and_choose(user: User, tokviz_page, engine_manag
     await wait_until(lambda: has(user, "search-hit-0"), 30, "search results")
     session = c.state.handle.session
     found = c.state.model.find_tokens("e", 12)
-    scored = {t: (p, r) for t, p, r in session.score(1, [t for t, _ in found])}
+    scored = {t: (p, r) for t, p, r, _ in session.score(1, [t for t, _ in found])}
     ranks = [int(user.find(marker=f"search-rank-{i}").elements.pop().text.split()[1])
              for i in range(len(found))]
     assert ranks == sorted(r for _, r in scored.values())

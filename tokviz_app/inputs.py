@@ -105,11 +105,24 @@ def _g(value: float) -> str:
     return format(value, "g")
 
 
-def sampling_notes(temperature: object, top_k: object, top_p: object) -> list[str]:
+def sampling_notes(temperature: object, top_k: object, top_p: object, min_p: object = 0.0, typical_p: object = 1.0,
+                   repetition_penalty: object = 1.0, *, greedy: bool = False) -> list[str]:
     """One sentence per sampling value that is not used as entered, saying what is used instead (the page's
-    settings are clamped the way `TabState.sampling_params` does): blank or non-numbers take the default,
+    settings are clamped the way `ui/state.py: clamped` does): blank or non-numbers take the default,
     temperature below 0 means greedy and above MAX_TEMPERATURE is MAX_TEMPERATURE, top-k is a whole number
-    from 0 (off), top-p is in (0, 1]. Temperature 0 (greedy) and top-p 1 (no cut) are ordinary choices."""
+    from 0 (off), top-p is in (0, 1], min-p in [0, 1], typical-p in (0, 1] (else off), the repetition penalty
+    above 0 (else off). Temperature 0 (greedy) and top-p 1 (no cut) are ordinary choices. With `greedy` only
+    the repetition penalty matters (greedy takes the most likely token after it)."""
+    notes = [] if greedy else _cut_notes(temperature, top_k, top_p, min_p, typical_p)
+    r = _finite(repetition_penalty)
+    if r is None:
+        notes.append(f"The repetition penalty {_blank_or(repetition_penalty)}; using 1 (off).")
+    elif r <= 0:
+        notes.append(f"A repetition penalty of {_g(r)} is not allowed (it must be above 0); using 1 (off).")
+    return notes
+
+
+def _cut_notes(temperature: object, top_k: object, top_p: object, min_p: object, typical_p: object) -> list[str]:
     notes = []
     t = _finite(temperature)
     if t is None:
@@ -134,6 +147,20 @@ def sampling_notes(temperature: object, top_k: object, top_p: object) -> list[st
         notes.append(f"Top-p {_g(p)} is below 0; using 0.000001 (only the most likely token).")
     elif p > 1:
         notes.append(f"Top-p {_g(p)} is above 1; using 1.")
+    m = _finite(min_p)
+    if m is None:
+        notes.append(f"Min-p {_blank_or(min_p)}; using 0 (off).")
+    elif m < 0:
+        notes.append(f"Min-p {_g(m)} is below 0; using 0 (off).")
+    elif m > 1:
+        notes.append(f"Min-p {_g(m)} is above 1; using 1 (only the most likely tokens).")
+    y = _finite(typical_p)
+    if y is None:
+        notes.append(f"Typical-p {_blank_or(typical_p)}; using 1 (off).")
+    elif y <= 0:
+        notes.append(f"Typical-p {_g(y)} would keep no tokens; using 1 (off).")
+    elif y > 1:
+        notes.append(f"Typical-p {_g(y)} is above 1; using 1 (off).")
     return notes
 
 

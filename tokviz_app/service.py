@@ -23,11 +23,12 @@ from typing import Any, TypeVar
 
 from nicegui import run
 
-from .core.contract import Model, ModelRegistry, Session
+from .core.contract import Model, ModelRegistry, Scored, Session
 from .core.errors import TokvizError
 from .core.types import Branch, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
 from .exports.snapshot import check_fits, from_json
 from .service_layers import LayerCalls  # layer_lens, decided_layers
+from .service_what_if import WhatIfCalls  # what_if
 
 _DONE = object()
 INFERENCE_THREADS = 64  # they wait on the lane, which batches them; bounded so a crowd queues instead
@@ -63,7 +64,7 @@ class SessionHandle:
         return list(self.session.prompt_tokens) if self.session is not None else []
 
 
-class ModelService(LayerCalls):
+class ModelService(LayerCalls, WhatIfCalls):
     def __init__(self, manager: ModelRegistry) -> None:
         self.manager = manager
         self._inference = ThreadPoolExecutor(INFERENCE_THREADS, thread_name_prefix="tokviz-session")
@@ -176,11 +177,10 @@ class ModelService(LayerCalls):
         """Vocabulary search by text (the first search builds the model's text index)."""
         return await self._call(model.find_tokens, query, limit)
 
-    async def score(self, handle: SessionHandle, position: int, token_ids: list[int],
-                    expected: int) -> list[tuple[int, float | None, int | None]]:
-        """(token_id, prob, rank) of any tokens at generated `position`."""
+    async def score(self, handle: SessionHandle, position: int, token_ids: list[int], expected: int) -> list[Scored]:
+        """(token_id, prob, rank, sampled_prob) of any tokens at generated `position`."""
 
-        def work() -> list[tuple[int, float | None, int | None]]:
+        def work() -> list[Scored]:
             with handle.lock:
                 return self._reconciled(handle, expected).score(position, token_ids)
 

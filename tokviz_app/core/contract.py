@@ -20,6 +20,7 @@ from .types import Branch, LayerRow, ModelInfo, SamplingParams, SessionSnapshot,
 Progress = Callable[[float | None, str], None]  # (fraction or None, message), from a worker thread
 StopCheck = Callable[[], bool]
 PrefillProgress = Callable[[int, int], None]  # (prompt tokens scored, total), from a worker thread
+Scored = tuple[int, float | None, int | None, float | None]  # (token_id, prob, rank, sampled_prob)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Capabilities:
     layer_count: int = 0  # blocks the lens sees: its rows are layers 0 (embeddings) .. layer_count
     layer_note: str = ""  # why not, a sentence for the page, where layer_access is off (see `layers_hidden`)
     chat_template: bool = False  # `Model.start_chat` works: the model's tokenizer has a chat template
+    what_if: bool = False  # `Session.what_if` works: the text replayed under other sampling settings
     text_scoring: bool = True  # `Model.score_ids` works (False: a server that does not score prompts)
 
 
@@ -86,8 +88,9 @@ class Session(Protocol):
         stays a branch."""
 
     @abstractmethod
-    def score(self, position: int, token_ids: list[int]) -> list[tuple[int, float | None, int | None]]:
-        """(token_id, prob, rank) of any tokens at generated `position`."""
+    def score(self, position: int, token_ids: list[int]) -> list[Scored]:
+        """(token_id, prob, rank, sampled_prob) of any tokens at generated `position`: the raw probability and
+        the one after the samplers that token was drawn with (the session's `params` at `len(tokens)`)."""
 
     @abstractmethod
     def switch_branch(self, branch_id: int) -> list[TokenStep]: ...
@@ -114,6 +117,12 @@ class Session(Protocol):
         was the lens's top-1 through the last layer; None where it is not the model's top-1. Where
         `capabilities.layer_access`."""
         raise TokvizError(layers_hidden(self.model))
+
+    def what_if(self, params: SamplingParams, *, prompt: bool = False) -> list[float | None]:
+        """Per generated token (per prompt token when `prompt`, the first None): the probability it would have had
+        under `params` instead of the settings it was drawn with; 0 where `params` make it impossible. Nothing is
+        generated and no token changes. Where `capabilities.what_if`."""
+        raise TokvizError(f"{self.model.label} cannot replay its text under other sampling settings.")
 
     def snapshot(self, prompt: str | None = None) -> SessionSnapshot:
         """The session frozen for export (tokens, numbers, branches)."""

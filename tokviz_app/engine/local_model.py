@@ -44,7 +44,8 @@ class LoadedModel(Model):
         # exact numbers over the whole vocabulary, steps (not streams); the logit lens where its parts are found
         self.lens, layer_note = find_lens(hf_model, device)
         self.capabilities = Capabilities(chat_template=has_template(tokenizer), layer_access=self.lens is not None,
-                                         layer_count=self.lens.layers if self.lens else 0, layer_note=layer_note)
+                                         layer_count=self.lens.layers if self.lens else 0, layer_note=layer_note,
+                                         what_if=True)  # engine/what_if.py
         self.notices: list[str] = []
         config = hf_model.config
         self.context_length = int(

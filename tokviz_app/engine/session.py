@@ -11,9 +11,10 @@ import torch
 from . import metrics
 from .layer_lens import SessionLayers
 from .token_steps import token_steps
+from .what_if import SessionWhatIf
 from ..core.errors import ContextFullError, PositionError, TokvizError
 from ..core.branch_tree import BranchTree
-from ..core.contract import Session
+from ..core.contract import Scored, Session
 from ..core.types import SamplingParams, TokenStep
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 PREFILL_CHUNK = 512  # prompt tokens scored at once: bounds logits memory for long prompts
 
 
-class GenerationSession(BranchTree, SessionLayers, Session):
+class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
     """Token-by-token generation with exact statistics.
 
     Invariants: `_ids` holds prompt + generated ids (never re-encoded); the
@@ -145,9 +146,9 @@ class GenerationSession(BranchTree, SessionLayers, Session):
             self._next_logits = None
             return self.tokens
 
-    def score(self, position: int, token_ids: list[int]) -> list[tuple[int, float, int]]:
-        """(token_id, prob, rank) of any tokens as candidates for generated `position`
-        (or for the next token when position == len(tokens))."""
+    def score(self, position: int, token_ids: list[int]) -> list[Scored]:
+        """(token_id, prob, rank, sampled_prob) of any tokens as candidates for generated `position` (or for the
+        next token when position == len(tokens)); sampled under the settings that token was drawn with."""
         with self._lock:
             self._check_open()
             if not 0 <= position <= len(self.tokens):
@@ -161,7 +162,9 @@ class GenerationSession(BranchTree, SessionLayers, Session):
             probs = torch.softmax(logits, -1)
             ids = torch.tensor(token_ids, dtype=torch.long)
             rank = metrics.ranks(logits.expand(len(token_ids), -1), ids)
-            return [(t, float(probs[t]), int(r)) for t, r in zip(token_ids, rank.tolist())]
+            shown = self.tokens[position].sampling if position < len(self.tokens) else None
+            sampled = metrics.sampling_probs(logits, shown or self.params, self._ids[:index])
+            return [(t, float(probs[t]), int(r), float(sampled[t])) for t, r in zip(token_ids, rank.tolist())]
 
     def truncate(self, n_tokens: int) -> None:
         """Keep the first `n_tokens` generated tokens of the active branch."""

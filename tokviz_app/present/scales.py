@@ -102,14 +102,26 @@ SCALES: tuple[Scale, ...] = (
           ("in the first half of the layers", "50–80% of the depth", "later, before the output",
            "only at the output", "never: not the model's top-1"),
           on_demand=True),
+    # the distribution the token was drawn from: after temperature, penalty and the cuts (the chart draws it as a
+    # second line under "probability")
+    Scale("sampled", "Probability after sampling", "q", lambda step: step.sampled_prob,
+          (over(0.70), at_least(0.50), at_least(0.30), at_least(0.10), REST),
+          ("> 70%", "50–70%", "30–50%", "10–30%", "< 10%")),
     # a comparison (ui/flows/compare.py): log p_B − log p_A in bits, per token or per aligned span (`present/compare`)
     Scale("delta", "Δ log p (B − A)", "x", lambda step: None,
           (at_most(-2.0), under(-0.5), at_most(0.5), under(2.0), REST),
           ("≤ −2 bits (B: far less likely)", "−2 to −0.5 bits", "within ±0.5 bits", "0.5 to 2 bits",
            "≥ 2 bits (B: far more likely)"),
           on_demand=True, colours=DIVERGING),
+    # what-if replay (ui/flows/what_if.py): each shown token's probability under the What if panel's settings;
+    # a token they make impossible is also struck through (tv-whatif-zero)
+    Scale("whatif", "What-if probability", "w", lambda step: None,
+          (over(0.70), at_least(0.50), at_least(0.30), at_least(0.10), REST),
+          ("> 70%", "50–70%", "30–50%", "10–30%", "< 10% (struck through: impossible)"),
+          on_demand=True),
 )
 DECIDED = "decided"
+SAMPLED, WHAT_IF = "sampled", "whatif"
 DELTA = "delta"
 SCALE: dict[str, Scale] = {scale.key: scale for scale in SCALES}
 MODES: dict[str, str] = {scale.key: scale.label for scale in SCALES}  # key → label, for the mode select

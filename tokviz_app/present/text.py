@@ -100,8 +100,11 @@ def _sampling_text(sampling) -> str:
     if sampling.greedy:
         return "greedy"
     seed = f", seed={sampling.seed}" if sampling.seed is not None else ""
+    more = "".join(f", {name}={fmt_general(value)}" for name, value, off in (  # the samplers of issue 14, where on
+        ("min-p", sampling.min_p, 0.0), ("typical-p", sampling.typical_p, 1.0),
+        ("repetition penalty", sampling.repetition_penalty, 1.0)) if value != off)
     return (f"T={fmt_general(sampling.temperature)}, top-k={sampling.top_k or 'off'}, "
-            f"top-p={fmt_general(sampling.top_p)}{seed}")
+            f"top-p={fmt_general(sampling.top_p)}{more}{seed}")
 
 
 def details_rows(step) -> list[tuple[str, str, str]]:
@@ -160,6 +163,24 @@ def model_line(label: str | None, device: str | None, imported: str | None = Non
 def count(n: int, noun: str) -> str:
     """"1 token", "2 tokens"."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def after_sampling(sampled) -> str:
+    """The probability after the samplers, beside the raw one: "→ 30.1%" ("→ –" where a server cannot tell)."""
+    return f"→ {percent(sampled)}"
+
+
+def dropped_text(sampler) -> str:
+    """Why an alternative has no probability after the samplers: "dropped by top-p"."""
+    return "not the greedy pick" if sampler == "greedy" else f"dropped by {sampler}"
+
+
+def kept_text(step) -> str:
+    """The details' line on what the samplers left at a position: "kept 40 tokens holding 87.3% of the raw mass"."""
+    if number(step.kept_count) is None or number(step.kept_mass) is None:
+        return "" if step.prob is None else "How many tokens the samplers kept here is not known."
+    return f"kept {step.kept_count:,} {'token' if step.kept_count == 1 else 'tokens'} holding " \
+           f"{percent(step.kept_mass)} of the raw mass"
 
 
 # ------------------------------------------------------------------------- characters split over byte tokens

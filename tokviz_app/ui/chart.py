@@ -4,7 +4,8 @@ Updated at most every THROTTLE seconds while streaming (and once at the end), ne
 Two series: the line (series 0, plain values, silent) and the points on it (series 1, a scatter), each point
 [position, value, level, token text, value text], coloured by its level in the tab's colour mode (a hidden
 piecewise visualMap over the level, in the tab's palette) and clickable within ~10 px (a transparent border
-widens the hit area beyond the drawn dot). Series 2 is a comparison's line.
+widens the hit area beyond the drawn dot). Series 2 is a comparison's line; series 3, under "probability", the
+probability after the samplers (where the tokens were not drawn from the raw distribution).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from nicegui import ui
 from ..core.types import TokenStep
 from .state import TabState
 from ..present.scales import CHART_METRICS, LEVELS, PALETTES, SCALE, level, metric_value
-from ..present.text import fmt, percent, visible_text
+from ..present.text import after_sampling, fmt, percent, visible_text
 
 THROTTLE = 0.2
+AFTER = "after the samplers"  # the second line under "probability": what each token was drawn from
 NO_LEVEL = len(LEVELS)  # the level index of a token whose colour-mode number is unknown
 # The tooltip: position, token text and value, escaped (token text is untrusted: it may be markup).
 TOOLTIP = """(params) => {
@@ -33,6 +35,11 @@ TOOLTIP = """(params) => {
   return 'token ' + position + ': <span style="font-family: monospace; white-space: pre; font-weight: 600">'
     + esc(text) + '</span><br>' + esc(value) + (other ? '<br>' + esc(other.data[2]) : '');
 }"""
+
+
+def _sampled(step: TokenStep) -> bool:
+    """Drawn with samplers (temperature, penalty or a cut): its probability after them is worth a second number."""
+    return step.sampling is not None and not step.sampling.plain
 
 
 class TokenChart:
@@ -71,7 +78,9 @@ class TokenChart:
                         "itemStyle": {"borderWidth": 10, "borderColor": "rgba(0, 0, 0, 0)"}},
                        {"type": "line", "data": [], "showSymbol": False, "silent": True, "connectNulls": True,
                         "lineStyle": {"width": 1.5, "type": "dashed", "color": "#ef6c00"},
-                        "itemStyle": {"color": "#ef6c00"}}],
+                        "itemStyle": {"color": "#ef6c00"}},
+                       {"type": "line", "data": [], "showSymbol": False, "silent": True, "name": AFTER,
+                        "lineStyle": {"width": 1.2, "color": "#00897b"}, "itemStyle": {"color": "#00897b"}}],
             "legend": {"show": False, "top": 0, "right": 8, "data": []},
         }
 
@@ -86,8 +95,17 @@ class TokenChart:
         name = level(step, self.state.mode)
         shown = percent(value) if self.metric == "prob" else fmt(value, 2, " bits")
         index = SCALE[self.state.mode].colours.index(name) if name else NO_LEVEL
+        after = f" {after_sampling(step.sampled_prob)} after the samplers" \
+            if self.metric == "prob" and _sampled(step) else ""
         return [position, value, index, visible_text(step.text),
-                f"{CHART_METRICS[self.metric].split(' (')[0]} {shown}"]
+                f"{CHART_METRICS[self.metric].split(' (')[0]} {shown}{after}"]
+
+    def _after_sampling(self) -> list[float | None]:
+        """Under "probability", the probability after the samplers as a second line, where tokens were drawn with
+        samplers (from the raw distribution the two lines are one)."""
+        if self.metric != "prob" or not any(_sampled(s) for s in self.steps):
+            return []
+        return [None if s.sampled_prob is None else round(float(s.sampled_prob), 6) for s in self.steps]
 
     # ----------------------------------------------------------------- data
     @property
@@ -133,6 +151,10 @@ class TokenChart:
         names = [self.second_name, "A (shown)"] if second else []
         options["series"][0]["name"], options["series"][2]["name"] = "A (shown)", self.second_name
         options["legend"].update(show=bool(second), data=names[::-1])
+        sampled = options["series"][3]["data"] = self._after_sampling()  # issue 14: raw and sampled together
+        if sampled:
+            options["series"][0]["name"] = options["series"][0]["name"] if second else "raw"
+            options["legend"].update(show=True, data=[*(names[::-1] or ["raw"]), AFTER])
         self.chart.update()
         self._last = time.monotonic()
         self._dirty = False

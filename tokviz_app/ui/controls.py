@@ -8,7 +8,7 @@ from typing import Any
 
 from nicegui import ui
 
-from ..core.types import ModelInfo
+from ..core.types import MAX_TOP_N, ModelInfo
 from .state import TabState
 
 STATUS_TEXT = {
@@ -141,15 +141,26 @@ class GenerationControls:
                     self.temperature = NumberBox("Temperature", value=1.0, min=0, max=5, step=0.1,
                                                  format="%.2f").classes("tv-num").mark("temperature")
                     self.top_k = NumberBox("Top-k (0 = off)", value=0, min=0, step=1, precision=0) \
-                        .classes("tv-num").mark("top-k")
+                        .classes("tv-num tv-top-k").mark("top-k")
                     self.top_p = NumberBox("Top-p", value=1.0, min=0.01, max=1.0, step=0.05, format="%.2f") \
-                        .classes("tv-num").mark("top-p")
+                        .classes("tv-num tv-top-p").mark("top-p")
                     self.seed = NumberBox("Seed", value=None, min=0, step=1, precision=0) \
-                        .props('placeholder="random"').classes("tv-num").mark("seed")
+                        .props('placeholder="random"').classes("tv-num tv-seed").mark("seed")
                     self.seed.tooltip("Leave blank for a random seed")
                     self.greedy = ui.switch("Greedy").mark("greedy")
-                ui.label("Colours always show the model's own probability (temperature 1); the details panel "
-                         "also shows the probability under these settings. A new seed applies after Reset."
+                with ui.row().classes("items-center gap-3"):  # issue 14: applied in this order after the penalty
+                    self.min_p = NumberBox("Min-p (0 = off)", value=0.0, min=0, max=1, step=0.01, format="%.2f") \
+                        .classes("tv-num").mark("min-p")
+                    self.typical_p = NumberBox("Typical-p", value=1.0, min=0.01, max=1.0, step=0.05, format="%.2f") \
+                        .classes("tv-num").mark("typical-p")
+                    self.repetition_penalty = NumberBox("Repetition penalty", value=1.0, min=0.05, step=0.05,
+                                                        format="%.2f").classes("tv-num").mark("repetition-penalty")
+                    self.top_n = ui.select({10: "10", MAX_TOP_N: str(MAX_TOP_N)}, value=10, label="Alternatives") \
+                        .classes("tv-num").mark("top-n")
+                ui.label("Applied in this order: repetition penalty, temperature, top-k, top-p, min-p, typical-p "
+                         "(as transformers does). The default colours show the model's own probability "
+                         "(temperature 1); colour by “Probability after sampling” for these settings' numbers, which "
+                         "the alternatives and the details show beside the raw ones. A new seed applies after Reset."
                          ).classes("tv-muted text-caption")
             self.status = ui.label("").classes("tv-muted text-caption tv-gen-status").mark("gen-status")
 
@@ -162,5 +173,6 @@ class GenerationControls:
     def bind(self, state: TabState) -> None:
         """The prompt and every setting, bound both ways to the tab's state (the flows read the state)."""
         self.prompt.bind_value(state, "prompt")
-        for name in ("max_tokens", "temperature", "top_k", "top_p", "seed", "greedy"):
+        for name in ("max_tokens", "temperature", "top_k", "top_p", "seed", "greedy", "min_p", "typical_p",
+                     "repetition_penalty", "top_n"):
             getattr(self, name).bind_value(state, name)

@@ -10,7 +10,8 @@ from nicegui import ui
 
 from ..core.types import LayerRow, TokenStep
 from ..present.scales import prob_class
-from ..present.text import details_rows, fmt, percent, visible_text
+from ..present.text import after_sampling, details_rows, fmt, kept_text, percent, visible_text
+from .alternatives import bar, sampled_cell
 
 
 # Phones: a tapped chip low on the screen would be hidden by the sheet that opens: scroll it up above the sheet.
@@ -72,17 +73,17 @@ class DetailsPanel:
                 for key, name, value in details_rows(step):
                     ui.label(name).classes("tv-muted")
                     ui.label(value).classes("tv-detail-value").mark(f"details-{key}")
-            if step.alternatives:
-                ui.label("Top 10").classes("text-caption tv-muted q-mt-sm")
+            if step.alternatives:  # raw → after the samplers, the dropped ones greyed (ui/alternatives.py)
+                ui.label(f"Top {len(step.alternatives)}: raw → after the samplers").classes("text-caption tv-muted q-mt-sm")
                 with ui.element("div").classes("tv-topchart").mark("details-chart"):
                     for i, alt in enumerate(step.alternatives):
-                        current = alt.token_id == step.token_id
-                        ui.label(visible_text(alt.text)).classes("tv-chart-label" + (" tv-chart-current" if current
-                                                                                      else ""))
-                        with ui.element("div").classes("tv-alt-bar"):
-                            ui.element("div").classes(f"tv-alt-fill {prob_class(alt.prob)}").style(
-                                f"width: {max(alt.prob * 100, 0.5):.1f}%").mark(f"chart-bar-{i}")
-                        ui.label(percent(alt.prob)).classes("tv-chart-prob")
+                        dim = " tv-chart-dropped" if alt.dropped_by else ""
+                        ui.label(visible_text(alt.text)).classes("tv-chart-label" + dim + (
+                            " tv-chart-current" if alt.token_id == step.token_id else ""))
+                        bar(alt.prob, f"chart-bar-{i}")
+                        ui.label(percent(alt.prob)).classes("tv-chart-prob" + dim)
+                        sampled_cell(alt, f"chart-{i}")
+                ui.label(kept_text(step)).classes("text-caption").mark("details-kept")
             self.compare = ui.column().classes("w-full gap-1 q-mt-sm").mark("compare-details")
             if not step.is_prompt and self.on_search is not None:
                 self._search_box(step)
@@ -140,19 +141,20 @@ class DetailsPanel:
                 .mark("token-search-button")
         self.results = ui.column().classes("w-full gap-0 tv-search-results").mark("search-results")
 
-    def show_results(self, step: TokenStep, rows: list[tuple[int, str, float | None, int | None]],
+    def show_results(self, step: TokenStep, rows: list[tuple[int, str, float | None, int | None, float | None]],
                      message: str = "") -> None:
-        """Search hits as (token_id, text, prob, rank); "use" picks one at this position."""
+        """Search hits as (token_id, text, prob, rank, prob after the samplers); "use" picks one at this position."""
         if self.results is None or self.results.is_deleted or self.step is not step:
             return
         self.results.clear()
         with self.results:
             if message:
                 ui.label(message).classes("tv-muted text-caption").mark("search-message")
-            for i, (token_id, text, prob, rank) in enumerate(rows):
+            for i, (token_id, text, prob, rank, sampled) in enumerate(rows):
                 with ui.row().classes("w-full items-center no-wrap gap-2 tv-search-hit").mark(f"search-hit-{i}"):
                     ui.label(visible_text(text)).classes("tv-alt-text grow")
                     ui.label(percent(prob)).classes("tv-alt-prob").mark(f"search-prob-{i}")
+                    ui.label(after_sampling(sampled)).classes("tv-alt-sampled").mark(f"search-sampled-{i}")
                     ui.label(f"rank {fmt(rank)}").classes("tv-muted text-caption") \
                         .mark(f"search-rank-{i}")
                     ui.button("use", on_click=lambda _, t=token_id: self.on_choose(step.position, t)) \

@@ -14,14 +14,16 @@ from nicegui import binding
 
 from ..core.compare import Comparison
 from ..core.contract import Model
-from ..core.types import Branch, SamplingParams, SessionSnapshot, TokenStep
+from ..core.types import MAX_TOP_N, Branch, SamplingParams, SessionSnapshot, TokenStep
 from ..inputs import MAX_TEMPERATURE, parse_seed
 from ..service import SessionHandle
 
 
 @binding.bindable_dataclass(bindable_fields=["prompt", "max_tokens", "temperature", "top_k", "top_p", "seed",
                                              "greedy", "continue_after_pick", "chat", "system_message",
-                                             "user_message"])
+                                             "user_message", "min_p", "typical_p", "repetition_penalty", "top_n",
+                                             "what_if_temperature", "what_if_top_k", "what_if_top_p",
+                                             "what_if_min_p"])
 class TabState:
     # model
     model_key: str | None = None  # selected in the dropdown
@@ -36,6 +38,15 @@ class TabState:
     top_p: float | str | None = 1.0
     seed: float | str | None = None
     greedy: bool = False
+    min_p: float | str | None = 0.0
+    typical_p: float | str | None = 1.0
+    repetition_penalty: float | str | None = 1.0
+    top_n: int = 10  # alternatives listed per token: 10 or MAX_TOP_N
+    # the What if panel's settings (ui/what_if.py): the text on screen re-coloured under them, nothing generated
+    what_if_temperature: float | str | None = 1.0
+    what_if_top_k: float | str | None = 0
+    what_if_top_p: float | str | None = 1.0
+    what_if_min_p: float | str | None = 0.0
     continue_after_pick: bool = True  # a picked alternative is followed by new text, as Generate to End does
     chat: bool = False  # the model reads a chat (system + user message, through its template), not the prompt
     system_message: str = ""
@@ -64,19 +75,16 @@ class TabState:
 
     def sampling_params(self) -> SamplingParams:
         """The settings as entered; temperature 0 means greedy. The seed was checked by the flow."""
-        temperature = _number(self.temperature, 1.0)
-        top_p = _number(self.top_p, 1.0) or 1.0
         try:
             seed = parse_seed(self.seed)[0]
         except ValueError:
             seed = None
-        return SamplingParams(  # clamped as inputs.sampling_notes says
-            temperature=min(MAX_TEMPERATURE, temperature) if temperature > 0 else 1.0,
-            top_k=max(0, int(_number(self.top_k, 0))),
-            top_p=min(1.0, max(1e-6, top_p)),
-            seed=seed,
-            greedy=bool(self.greedy) or temperature <= 0,
-        )
+        return clamped(self.temperature, self.top_k, self.top_p, self.min_p, seed=seed, greedy=bool(self.greedy),
+                       typical_p=self.typical_p, repetition_penalty=self.repetition_penalty, top_n=self.top_n)
+
+    def what_if_params(self) -> SamplingParams:
+        """The What if panel's settings (temperature 0: greedy), clamped as the sampling settings are."""
+        return clamped(self.what_if_temperature, self.what_if_top_k, self.what_if_top_p, self.what_if_min_p)
 
     def chat_messages(self) -> list[dict[str, str]]:
         """The chat as the model's template takes it (the system message only where one was written)."""
@@ -96,6 +104,25 @@ class TabState:
         """An import's settings, into the bound fields (and so into the widgets)."""
         self.temperature, self.top_k, self.top_p = params.temperature, params.top_k, params.top_p
         self.seed, self.greedy = params.seed, params.greedy
+        self.min_p, self.typical_p, self.repetition_penalty = params.min_p, params.typical_p, params.repetition_penalty
+        self.top_n = params.top_n if params.top_n == MAX_TOP_N else 10
+
+
+def clamped(temperature, top_k, top_p, min_p, *, seed: int | None = None, greedy: bool = False, typical_p=1.0,
+            repetition_penalty=1.0, top_n=10) -> SamplingParams:
+    """Widget values as SamplingParams, clamped as inputs.sampling_notes says (temperature 0 or below: greedy)."""
+    t, typical, penalty = _number(temperature, 1.0), _number(typical_p, 1.0), _number(repetition_penalty, 1.0)
+    return SamplingParams(
+        temperature=min(MAX_TEMPERATURE, t) if t > 0 else 1.0,
+        top_k=max(0, int(_number(top_k, 0))),
+        top_p=min(1.0, max(1e-6, _number(top_p, 1.0) or 1.0)),
+        seed=seed,
+        greedy=greedy or t <= 0,
+        min_p=min(1.0, max(0.0, _number(min_p, 0.0))),
+        typical_p=min(1.0, typical) if typical > 0 else 1.0,
+        repetition_penalty=penalty if penalty > 0 else 1.0,
+        top_n=MAX_TOP_N if top_n == MAX_TOP_N else 10,
+    )
 
 
 def _number(value: float | str | None, default: float) -> float:

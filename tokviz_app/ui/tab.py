@@ -56,6 +56,7 @@ class Tab:
         from .flows.files import Files
         from .flows.generation import Generation
         from .flows.models import Models
+        from .flows.what_if import WhatIf
         from .keyboard import Keyboard
 
         self.service = service
@@ -67,6 +68,7 @@ class Tab:
         self.explore = Explore(self)
         self.files = Files(self)
         self.compare = Compare(self)
+        self.what_if = WhatIf(self)
         self.keyboard = Keyboard(self)
         self.views = TabViews(self)  # built last: the views call into the flows above
         self.tab_id: str | None = None  # the browser tab's id (kept across reloads), once the page is connected
@@ -185,6 +187,7 @@ class Tab:
         views.show_branches()
         self.compare.refresh()  # the comparison's part that still holds for the text
         self.explore.refresh_layers()  # the "decided at layer" colours, where that mode is on
+        self.what_if.refresh()  # the what-if colours, where that mode is on
 
     # ---------------------------------------------------------- across reloads
     def shown_snapshot(self) -> SessionSnapshot | None:

@@ -17,9 +17,10 @@ from nicegui.element import Element
 from nicegui.elements.mixins.text_element import TextElement
 
 from ..core.types import TokenStep
+from .alternatives import fill_menu
 from .state import TabState
-from ..present.scales import prob_class, step_classes
-from ..present.text import ChipText, chip_texts, hover_text, percent, visible_text
+from ..present.scales import step_classes
+from ..present.text import ChipText, chip_texts, hover_text, visible_text
 
 CHUNK = 64
 # a character has at most 4 bytes and a partial token at least 1: re-joining the last JOIN_BACK chips of a
@@ -237,27 +238,8 @@ class TokenView:
             # (a left-aligned menu is only narrowed to the room beside the chip: percentages went off a phone)
             menu = ui.menu().props('no-parent-event anchor="bottom middle" self="top middle"') \
                 .classes("tv-alt-menu").mark("alt-menu")
-        with menu:
-            ui.label(f"Alternatives for token {position}").classes("tv-alt-title")
-            listed = False
-            self.menu_items, self.focus = [], None
-            for rank, alt in enumerate(step.alternatives):
-                current = alt.token_id == step.token_id
-                listed = listed or current
-                item = ui.menu_item(on_click=lambda _, t=alt.token_id: self.on_choose(position, t))
-                item.classes("tv-alt" + (" tv-alt-current" if current else "")).mark("alt", f"alt-{rank}")
-                item._props["data-token-id"] = alt.token_id  # pylint: disable=protected-access
-                self.menu_items.append(item)
-                with item:
-                    ui.label("✓" if current else "").classes("tv-alt-mark")
-                    ui.label(visible_text(alt.text)).classes("tv-alt-text")
-                    with ui.element("div").classes("tv-alt-bar"):
-                        ui.element("div").classes(f"tv-alt-fill {prob_class(alt.prob)}").style(
-                            f"width: {max(alt.prob * 100, 0.5):.1f}%")
-                    ui.label(percent(alt.prob)).classes("tv-alt-prob")
-            if not listed:
-                ui.label(f"Chosen: “{visible_text(step.text)}” · {percent(step.prob)} · rank {step.rank}") \
-                    .classes("tv-alt-note").mark("alt-current-note")
+        with menu:  # each alternative: raw and after the samplers, the dropped ones greyed (ui/alternatives.py)
+            self.menu_items, self.focus = fill_menu(step, position, self.on_choose), None
         menu.on("hide", lambda _, m=menu: self._forget(m))
         self.menu, self.menu_position = menu, position
         menu.open()

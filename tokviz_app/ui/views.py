@@ -16,6 +16,7 @@ from .controls import GenerationControls, ModelPicker
 from .details import DetailsPanel
 from .legend import Legend
 from .tokens import TokenView
+from .what_if import WhatIfPanel
 
 if TYPE_CHECKING:
     from .tab import Tab
@@ -60,6 +61,7 @@ class TabViews:
                     self.legend = Legend(state.mode)
                     self.tokens = TokenView(state, on_select=tab.explore.select, on_choose=tab.branching.choose)
                     self.perplexity = ui.label("").classes("tv-muted text-caption tv-perplexity").mark("perplexity")
+                    self.what_if = WhatIfPanel(state, on_change=tab.what_if.changed, on_copy=tab.what_if.copy_settings)
                 self.compare = ComparePanel(tab.service.catalog(), state.model_key, on_compare=tab.compare.run,
                                             on_clear=tab.compare.clear)
                 self.compare.on_open = lambda: self.compare.set_catalog(tab.service.catalog(), state.model_key)

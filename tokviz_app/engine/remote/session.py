@@ -8,7 +8,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ...core.branch_tree import BranchTree
-from ...core.contract import Session, StopCheck
+from ...core.contract import Scored, Session, StopCheck
 from ...core.errors import ContextFullError, PositionError, TokvizError
 from ...core.types import SamplingParams, SessionSnapshot, TokenStep
 from .client import TOP_N, ServerError
@@ -159,9 +159,9 @@ class RemoteSession(BranchTree, Session):
             self._append(step)
             return step
 
-    def score(self, position: int, token_ids: list[int]) -> list[tuple[int, float | None, int | None]]:
-        """(token_id, prob, rank) of any tokens as candidates for generated `position`; None where
-        the server cannot tell."""
+    def score(self, position: int, token_ids: list[int]) -> list[Scored]:
+        """(token_id, prob, rank, sampled_prob) of any tokens as candidates for generated `position`; None where
+        the server cannot tell (the probability after the samplers: always, a server scores the raw one)."""
         with self._lock:
             self._check_position(position)
             prefix = self._ids[: self._n_prompt + position]
@@ -170,7 +170,8 @@ class RemoteSession(BranchTree, Session):
                 self._check_token_id(token_id)
                 logprob, dist = self._scorer.token(prefix, token_id)
                 known = dist.find(token_id)
-                out.append((token_id, None if logprob is None else math.exp(logprob), known.rank if known else None))
+                out.append((token_id, None if logprob is None else math.exp(logprob), known.rank if known else None,
+                            None))
             return out
 
     # ----------------------------------------------------------------- branch tree (as the local session)

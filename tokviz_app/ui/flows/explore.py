@@ -47,6 +47,7 @@ class Explore:
         self.tab.views.legend.show(mode)
         self.tab.views.chart.flush()  # its points are coloured by the mode
         self.refresh_layers()
+        self.tab.what_if.refresh()
 
     def set_palette(self, colorblind: bool) -> None:
         self.tab.state.palette = "colorblind" if colorblind else "default"
@@ -55,7 +56,7 @@ class Explore:
         self.tab.views.chart.flush()  # canvas colours: not from the page's CSS variables
 
     async def search_tokens(self, step: TokenStep, query: str) -> None:
-        """Probability and rank of any vocabulary token at the position of `step`."""
+        """Probability (raw and after the samplers) and rank of any vocabulary token at the position of `step`."""
         tab, state = self.tab, self.tab.state
         details, model, handle = tab.views.details, state.model, state.handle
         if not query or model is None:
@@ -77,7 +78,7 @@ class Explore:
             details.show_results(step, [], str(error))
             return
         texts = dict(found)
-        rows = sorted(((t, texts[t], p, r) for t, p, r in scored), key=lambda row: (row[3] is None, row[3] or 0))
+        rows = sorted(((t, texts[t], p, r, q) for t, p, r, q in scored), key=lambda row: (row[3] is None, row[3] or 0))
         if not state.closed:
             details.show_results(step, rows, "" if rows else f"No token contains “{query}”.")
 
@@ -117,6 +118,7 @@ class Explore:
         tab.show_perplexity()
         tab.say(f"{count(len(state.tokens), 'token')} scored · click one to branch from it")
         self.refresh_layers()
+        tab.what_if.refresh()
         await tab.branching.refresh()
 
     # ------------------------------------------------------------------ layers

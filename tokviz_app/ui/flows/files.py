@@ -148,6 +148,7 @@ class Files:
         if state.handle is not None:
             tab.say(f"imported {n} · live: you can continue")
             tab.explore.refresh_layers()
+            tab.what_if.refresh()
             await tab.branching.refresh()
             return
         tab.views.show_branches()

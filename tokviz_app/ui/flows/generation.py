@@ -251,8 +251,9 @@ class Generation:
         if state.model is None:
             tab.notify("Initialize a model first.", "warning")
             return False
-        for note in [] if state.greedy else sampling_notes(state.temperature, state.top_k, state.top_p):
-            tab.notify(note, "warning")  # with greedy on, these values are not used
+        for note in sampling_notes(state.temperature, state.top_k, state.top_p, state.min_p, state.typical_p,
+                                   state.repetition_penalty, greedy=bool(state.greedy)):
+            tab.notify(note, "warning")  # with greedy on, only the repetition penalty is used
         return self.check_seed()
 
     def checked_prompt(self) -> str | None:
