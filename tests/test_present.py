@@ -188,8 +188,9 @@ def test_percent_rule() -> None:
     """One readable format: one decimal from 1%, two under 1%, "< 0.01%" under that; no exponents."""
     cases = {1.0: "100%", 0.99999: "> 99.9%", 0.421: "42.1%", 0.0521: "5.2%", 0.01: "1.0%", 0.00995: "1.0%",
              0.0035: "0.35%", 0.0005: "0.05%", 0.0001: "0.01%", 0.0000999: "< 0.01%", 5.2e-6: "< 0.01%",
-             1e-300: "< 0.01%", 0.0: "0%", 0: "0%", math.nan: "nan", math.inf: "inf"}
+             1e-300: "< 0.01%", 0.0: "0%", math.nan: "nan", math.inf: "inf"}
     assert {p: percent(p) for p in cases} == cases
+    assert percent(0) == "0%"  # an int zero (0 == 0.0 as a dict key, so checked apart)
     assert all("e" not in percent(10.0 ** -k) for k in range(0, 30))
 
 

@@ -147,20 +147,19 @@ def _cut_notes(temperature: object, top_k: object, top_p: object, min_p: object,
         notes.append(f"Top-p {_g(p)} is below 0; using 0.000001 (only the most likely token).")
     elif p > 1:
         notes.append(f"Top-p {_g(p)} is above 1; using 1.")
-    m = _finite(min_p)
-    if m is None:
-        notes.append(f"Min-p {_blank_or(min_p)}; using 0 (off).")
-    elif m < 0:
-        notes.append(f"Min-p {_g(m)} is below 0; using 0 (off).")
-    elif m > 1:
-        notes.append(f"Min-p {_g(m)} is above 1; using 1 (only the most likely tokens).")
-    y = _finite(typical_p)
-    if y is None:
-        notes.append(f"Typical-p {_blank_or(typical_p)}; using 1 (off).")
-    elif y <= 0:
-        notes.append(f"Typical-p {_g(y)} would keep no tokens; using 1 (off).")
-    elif y > 1:
-        notes.append(f"Typical-p {_g(y)} is above 1; using 1 (off).")
+    # (label, value, what blank means, lowest allowed and whether it is allowed itself, note below, note above)
+    for label, raw, off, low, low_ok, below, above in (
+            ("Min-p", min_p, "0 (off)", 0, True, "is below 0; using 0 (off)",
+             "is above 1; using 1 (only the most likely tokens)"),
+            ("Typical-p", typical_p, "1 (off)", 0, False, "would keep no tokens; using 1 (off)",
+             "is above 1; using 1 (off)")):
+        value = _finite(raw)
+        if value is None:
+            notes.append(f"{label} {_blank_or(raw)}; using {off}.")
+        elif value < low or (value == low and not low_ok):
+            notes.append(f"{label} {_g(value)} {below}.")
+        elif value > 1:
+            notes.append(f"{label} {_g(value)} {above}.")
     return notes
 
 
