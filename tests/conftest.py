@@ -64,3 +64,14 @@ def tokviz_page(user):  # `user` first: it resets NiceGUI's globals before we ad
         return ns
 
     return register
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """Capture the page's downloads (export buttons): a list of (bytes, filename)."""
+    got: list[tuple[bytes, str]] = []
+    from tokviz_app.ui.flows.files import Files
+
+    monkeypatch.setattr(Files, "download", staticmethod(lambda content, filename, media_type: got.append(
+        (content, filename))))
+    return got

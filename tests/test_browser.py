@@ -36,6 +36,17 @@ def server(tiny_model_path, tmp_path):
 
 
 @pytest.fixture
+def smollm2_server(tmp_path):
+    """The real entry point serving the bundled SmolLM2 (converted once into the default cache)."""
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip("Chromium and chromedriver are not installed")
+    port = free_port()
+    command = tokviz_command("--port", str(port), "--model", "smollm2-135m", "--device", "cpu")
+    with serve(command, clean_env(), tmp_path / "server.log", port, timeout=120):
+        yield f"http://localhost:{port}"
+
+
+@pytest.fixture
 def driver(tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

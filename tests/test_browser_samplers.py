@@ -10,42 +10,16 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.server_process import clean_env, free_port, serve, tokviz_command
-from tests.test_browser import ARTIFACTS, CHROMEDRIVER, CHROMIUM, ROOT, driver, server  # noqa: F401 (fixtures)
+from tests.browser_page import BrowserPage
+from tests.test_browser import ARTIFACTS, ROOT, driver, server, smollm2_server  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
-@pytest.fixture
-def smollm2_server(tmp_path):
-    """The real entry point serving the bundled SmolLM2 (converted once into the default cache)."""
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("Chromium and chromedriver are not installed")
-    port = free_port()
-    with serve(tokviz_command("--port", str(port), "--model", "smollm2-135m", "--device", "cpu"), clean_env(),
-               tmp_path / "server.log", port, timeout=120):
-        yield f"http://localhost:{port}"
-
-
-class Page:
-    def __init__(self, d) -> None:
-        from selenium.common.exceptions import StaleElementReferenceException
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        self.d, self.by = d, By
-        self.wait = WebDriverWait(d, 120, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException])
-
-    def css(self, selector: str):
-        return self.d.find_elements(self.by.CSS_SELECTOR, selector)
-
-    def button(self, name: str):
-        return self.d.find_element(self.by.XPATH, f"//button[.//span[normalize-space()='{name}']]")
-
+class Page(BrowserPage):
     def type_into(self, selector: str, value) -> None:
         from selenium.webdriver.common.keys import Keys
 

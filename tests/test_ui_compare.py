@@ -22,16 +22,6 @@ from tokviz_app.exports.snapshot import from_json, to_json
 LN2 = math.log(2)
 
 
-@pytest.fixture
-def downloads(monkeypatch):
-    got: list[tuple[bytes, str]] = []
-    from tokviz_app.ui.flows.files import Files
-
-    monkeypatch.setattr(Files, "download", staticmethod(lambda content, filename, media_type: got.append(
-        (content, filename))))
-    return got
-
-
 async def generate(user: User, c, n: int = 8, prompt: str = "The quick brown fox") -> None:
     c.state.prompt = prompt
     user.find(marker="max-tokens").elements.pop().value = n

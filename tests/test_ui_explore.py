@@ -21,17 +21,6 @@ from tokviz_app.present.scales import level, mode_class, mode_css
 from tokviz_app.present.text import percent, visible_text
 
 
-@pytest.fixture
-def downloads(monkeypatch):
-    """Capture ui.download.content calls: a list of (bytes, filename)."""
-    got: list[tuple[bytes, str]] = []
-    from tokviz_app.ui.flows.files import Files
-
-    monkeypatch.setattr(Files, "download", staticmethod(lambda content, filename, media_type: got.append(
-        (content, filename))))
-    return got
-
-
 async def open_tiny(user: User, tokviz_page, engine_manager, tiny_model_path, *, seed: int = 7):
     app = tokviz_page(manager=engine_manager, settings=Settings(models=[str(tiny_model_path)]))
     await user.open("/")

@@ -3,27 +3,23 @@ last one is the token's own distribution): the details' Layers section, the "Dec
 
 from __future__ import annotations
 
-import pytest
 from nicegui.testing import User
 
 from tests.fake_backend import FakeModel
-from tests.ui_helpers import chips, idle, open_ready, prompt_chips, wait_until
+from tests.ui_helpers import (
+    chips,
+    generate,
+    idle,
+    open_ready,
+    prompt_chips,
+    text_of,
+    wait_until,
+)
 from tokviz_app.core.contract import Capabilities
 from tokviz_app.present.scales import DECIDED, decided_value, value_class
 from tokviz_app.present.text import percent
 
 SERVER_NOTE = "This model runs on a server: its layers are not visible."
-
-
-async def generate(user: User, c, n: int) -> None:
-    user.find(marker="max-tokens").elements.pop().value = n
-    user.find("Generate to End").click()
-    await wait_until(lambda: c.state.generating, 5, "generation to start")
-    await idle(c, 10)
-
-
-def text_of(user: User, marker: str) -> str:
-    return user.find(marker=marker).elements.pop().text
 
 
 async def test_selecting_a_token_shows_one_row_per_layer(user: User, tokviz_page) -> None:
@@ -120,16 +116,6 @@ async def test_decided_at_layer_colours_every_chip(user: User, tokviz_page, down
     user.find(marker="export-html").click()
     await wait_until(lambda: downloads, 10, "the HTML download")
     assert "colour: Probability" in downloads[-1][0].decode()
-
-
-@pytest.fixture
-def downloads(monkeypatch):
-    got: list[tuple[bytes, str]] = []
-    from tokviz_app.ui.flows.files import Files
-
-    monkeypatch.setattr(Files, "download", staticmethod(lambda content, filename, media_type: got.append(
-        (content, filename))))
-    return got
 
 
 def test_decided_text_in_words() -> None:

@@ -7,22 +7,19 @@ from __future__ import annotations
 from nicegui.testing import User
 
 from tests.fake_backend import FakeModel
-from tests.ui_helpers import chips, idle, open_ready, prompt_chips, wait_until
+from tests.ui_helpers import (
+    chips,
+    generate,
+    idle,
+    open_ready,
+    prompt_chips,
+    text_of,
+    wait_until,
+)
 from tokviz_app.core.contract import Capabilities
 from tokviz_app.core.types import SamplingParams
 from tokviz_app.present.scales import WHAT_IF, value_class
 from tokviz_app.present.text import after_sampling, kept_text, percent
-
-
-async def generate(user: User, c, n: int) -> None:
-    user.find(marker="max-tokens").elements.pop().value = n
-    user.find("Generate to End").click()
-    await wait_until(lambda: c.state.generating, 5, "generation to start")
-    await idle(c, 10)
-
-
-def text_of(user: User, marker: str) -> str:
-    return user.find(marker=marker).elements.pop().text
 
 
 def present(user: User, marker: str) -> bool:

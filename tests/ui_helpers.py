@@ -70,3 +70,15 @@ async def open_ready(user: User, tokviz_page, **options):
 
 async def idle(controller, timeout: float = 5.0) -> None:
     await wait_until(lambda: not controller.state.busy, timeout, "generation to finish")
+
+
+async def generate(user: User, c, n: int) -> None:
+    """Generate to End with Max new tokens = n, and wait for it to finish."""
+    user.find(marker="max-tokens").elements.pop().value = n
+    user.find("Generate to End").click()
+    await wait_until(lambda: c.state.generating, 5, "generation to start")
+    await idle(c, 10)
+
+
+def text_of(user: User, marker: str) -> str:
+    return user.find(marker=marker).elements.pop().text
