@@ -121,7 +121,7 @@ SCALES: tuple[Scale, ...] = (
           on_demand=True),
 )
 DECIDED = "decided"
-SAMPLED, WHAT_IF = "sampled", "whatif"
+WHAT_IF = "whatif"
 DELTA = "delta"
 SCALE: dict[str, Scale] = {scale.key: scale for scale in SCALES}
 MODES: dict[str, str] = {scale.key: scale.label for scale in SCALES}  # key → label, for the mode select

@@ -49,7 +49,6 @@ class TokenChart:
         self.metric = "prob"
         self.selected: int | None = None
         self._last = 0.0
-        self._dirty = False
         # a comparison's line (ui/flows/compare.py): metric -> [[position, value, tooltip text], ...], or None
         self.second: Callable[[str], list[list] | None] | None = None
         self.second_name = ""
@@ -120,7 +119,6 @@ class TokenChart:
 
     def changed(self) -> None:
         """Tokens were added or removed: pushed to the browser at most every THROTTLE seconds."""
-        self._dirty = True
         if time.monotonic() - self._last >= THROTTLE:
             self.flush()
 
@@ -157,8 +155,4 @@ class TokenChart:
             options["legend"].update(show=True, data=[*(names[::-1] or ["raw"]), AFTER])
         self.chart.update()
         self._last = time.monotonic()
-        self._dirty = False
 
-    def flush_if_dirty(self) -> None:
-        if self._dirty:
-            self.flush()
