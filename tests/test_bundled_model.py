@@ -63,3 +63,27 @@ def test_bundled_model_converts_once_then_loads_fast_and_knows_paris(converted_c
     for t in session.prompt_tokens[1:]:
         assert_step_matches(t, logits[t.position - 1], greedy=True)
     assert model.context_length == 8192
+
+
+EXIT_SCRIPT = """
+from tokviz_app.engine import ModelManager, SamplingParams
+model = ModelManager(device="cpu").load("smollm2-135m")
+session = model.start_from_ids(model.tokenizer("The capital of France is")["input_ids"], SamplingParams(greedy=True))
+for _ in range(40):
+    session.step()
+session.close()  # the lane drops the row while the interpreter exits
+print("exiting")
+"""
+
+
+def test_a_process_exits_cleanly_right_after_closing_a_session():
+    """Without stopping the lane at exit, this ended in 'terminate called without an active
+    exception' and exit status 134 (SIGABRT) on a 2-core AMD EPYC."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exiting" in done.stdout and "terminate called" not in done.stderr

@@ -10,8 +10,10 @@ at the next step, so its memory goes back with no further activity.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
@@ -53,6 +55,7 @@ class InferenceLane:
         self.batching = batching and all(is_growing(layer) for layer in probe.layers)
         self._pending: list[_Request] = []
         self._released = False  # a resident row was released: drop it without waiting for a step
+        self._closing = False  # the interpreter is exiting: finish the work at hand, then stop
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._batches: dict[int, ResidentBatch] = {}  # bucket -> resident batch
@@ -100,12 +103,28 @@ class InferenceLane:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="tokviz-lane", daemon=True)
             self._thread.start()
+            _running_lanes.add(self)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let the worker finish the work at hand and end. At interpreter exit a daemon thread still
+        inside a torch kernel aborts the process ("terminate called without an active exception",
+        exit 134), seen after a session's row was released just before exit."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def _work(self) -> None:
         while True:
             with self._cv:
-                while not self._pending and not self._released:
+                while not self._pending and not self._released and not self._closing:
                     self._cv.wait()
+                if self._closing:
+                    for r in self._pending:
+                        r.future.set_exception(CancelledWork("the process is exiting"))
+                    self._pending = []
+                    return
                 self._gather()
                 requests, self._pending = self._pending, []
                 released, self._released = self._released, False
@@ -276,3 +295,12 @@ class InferenceLane:
                 s.batch, s.row = None, None
                 s.released = True  # their caches are gone; sessions must restart
         self._batches = {}
+
+
+_running_lanes: weakref.WeakSet[InferenceLane] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_lanes() -> None:
+    for lane in list(_running_lanes):
+        lane.stop()
