@@ -16,6 +16,16 @@ async def chat_ready(user: User, tokviz_page, **options):
     return app, c
 
 
+async def chat_answered(user: User, tokviz_page, message: str, max_tokens: int):
+    """A chat tab whose first user message has been answered (up to `max_tokens`)."""
+    app, c = await chat_ready(user, tokviz_page)
+    user.find(marker="user-message").elements.pop().set_value(message)
+    c.state.max_tokens = max_tokens
+    user.find("Generate to End").click()
+    await idle(c, 20)
+    return app, c
+
+
 async def test_chat_mode_sends_the_messages_through_the_template(user: User, tokviz_page) -> None:
     app, c = await chat_ready(user, tokviz_page)
     assert not c.views.controls.prompt.visible, "the prompt box gives way to the messages"
@@ -35,11 +45,7 @@ async def test_chat_mode_sends_the_messages_through_the_template(user: User, tok
 
 
 async def test_a_pick_inside_the_answer_continues_the_answer(user: User, tokviz_page) -> None:
-    app, c = await chat_ready(user, tokviz_page)
-    user.find(marker="user-message").elements.pop().set_value("Hello")
-    c.state.max_tokens = 8
-    user.find("Generate to End").click()
-    await idle(c, 20)
+    app, c = await chat_answered(user, tokviz_page, "Hello", 8)
     n_prompt = len(c.state.prompt_tokens)
     step = c.state.tokens[1]
     alt = next(a.token_id for a in step.alternatives if a.token_id != step.token_id)
@@ -50,11 +56,7 @@ async def test_a_pick_inside_the_answer_continues_the_answer(user: User, tokviz_
 
 
 async def test_export_and_import_keep_the_chat(user: User, tokviz_page) -> None:
-    app, c = await chat_ready(user, tokviz_page)
-    user.find(marker="user-message").elements.pop().set_value("Hi there")
-    c.state.max_tokens = 4
-    user.find("Generate to End").click()
-    await idle(c, 20)
+    app, c = await chat_answered(user, tokviz_page, "Hi there", 4)
     text = to_json(await app.service.snapshot(c.state.handle))
     user.find("Reset").click()
     c.state.chat, c.state.user_message = False, ""

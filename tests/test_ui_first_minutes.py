@@ -24,6 +24,13 @@ def other_alternative(step) -> int:
     return next(a.token_id for a in step.alternatives if a.token_id != step.token_id and a.token_id != 0)
 
 
+async def second_branch_at_2(c) -> None:
+    """Another token picked at position 2, without continuing after it: two branches."""
+    c.state.continue_after_pick = False
+    await c.branching.choose(2, other_alternative(c.state.tokens[2]))
+    await wait_until(lambda: len(c.state.branches) == 2, message="two branches")
+
+
 async def settled(c) -> None:
     """No generation running and none about to start (a pick's continuation starts right after it)."""
     await asyncio.sleep(0.05)
@@ -96,9 +103,7 @@ async def test_readouts_agree_with_the_tokens_after_stop(user: User, tokviz_page
 async def test_switching_branches_moves_the_chart_selection(user: User, tokviz_page) -> None:
     _, c = await open_ready(user, tokviz_page)
     await generated(user, c, 10)
-    c.state.continue_after_pick = False
-    await c.branching.choose(2, other_alternative(c.state.tokens[2]))
-    await wait_until(lambda: len(c.state.branches) == 2, message="two branches")
+    await second_branch_at_2(c)
     c.explore.select_position(1)
     assert c.views.chart.selected == 1
     await c.branching.switch(0)
@@ -121,9 +126,7 @@ async def test_fast_next_presses_are_queued(user: User, tokviz_page) -> None:
 async def test_an_edited_prompt_asks_before_discarding_branches(user: User, tokviz_page) -> None:
     _, c = await open_ready(user, tokviz_page)
     await generated(user, c, 6)
-    c.state.continue_after_pick = False
-    await c.branching.choose(2, other_alternative(c.state.tokens[2]))
-    await wait_until(lambda: len(c.state.branches) == 2, message="two branches")
+    await second_branch_at_2(c)
     prompt = c.state.prompt
     c.state.prompt = prompt + " and more"
     user.find("Generate Next Token").click()

@@ -64,16 +64,20 @@ async def test_a_failed_first_load_keeps_the_choice(user: User, tokviz_page) -> 
     assert dropdown(user).value == "offline-model" and label(user) == "Model: none loaded yet"
 
 
+def snapshot_made_with(c, key: str, label: str) -> bytes:
+    """The tab's session exported as if another model had made it."""
+    session = c.state.handle.session
+    snapshot = SessionSnapshot(model={"key": key, "label": label, "source": "x"}, settings=SamplingParams(),
+                               prompt="The quick brown fox", prompt_ids=[s.token_id for s in session.prompt_tokens],
+                               prompt_tokens=list(session.prompt_tokens), branches=[Branch(0, list(session.tokens))])
+    return to_json(snapshot).encode()
+
+
 async def test_an_import_made_with_another_model_says_so(user: User, tokviz_page) -> None:
     _, c = await open_ready(user, tokviz_page)
     user.find("Generate Next Token").click()
     await idle(c)
-    session = c.state.handle.session
-    snapshot = SessionSnapshot(model={"key": "gpt2-medium", "label": "GPT-2 Medium", "source": "x"},
-                               settings=SamplingParams(), prompt="The quick brown fox",
-                               prompt_ids=[s.token_id for s in session.prompt_tokens],
-                               prompt_tokens=list(session.prompt_tokens), branches=[Branch(0, list(session.tokens))])
-    await c.files.import_json(to_json(snapshot).encode())
+    await c.files.import_json(snapshot_made_with(c, "gpt2-medium", "GPT-2 Medium"))
     await user.should_see(content="This session was made with GPT-2 Medium; initialize it to continue.")
     assert dropdown(user).value == "gpt2-medium"
     assert label(user) == ("Model: GPT-2 Medium · read-only import (not loaded here) · "
@@ -86,11 +90,6 @@ async def test_an_import_of_a_model_not_offered_stays_read_only(user: User, tokv
     _, c = await open_ready(user, tokviz_page)
     user.find("Generate Next Token").click()
     await idle(c)
-    session = c.state.handle.session
-    snapshot = SessionSnapshot(model={"key": "someone/else", "label": "Elsewhere-7B", "source": "x"},
-                               settings=SamplingParams(), prompt="p",
-                               prompt_ids=[s.token_id for s in session.prompt_tokens],
-                               prompt_tokens=list(session.prompt_tokens), branches=[Branch(0, list(session.tokens))])
-    await c.files.import_json(to_json(snapshot).encode())
+    await c.files.import_json(snapshot_made_with(c, "someone/else", "Elsewhere-7B"))
     await user.should_see(content="This session was made with Elsewhere-7B, which is not offered here")
     assert dropdown(user).value == "gpt2" and label(user).startswith("Model: Elsewhere-7B · read-only import")
