@@ -8,7 +8,6 @@ batches whatever is pending. Also prints the bare memory-bandwidth floor.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -115,13 +114,10 @@ def prefill_stall(model, prompt_tokens: int = 1000, context: int = 100) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="gpt2", choices=["gpt2", "gpt2-medium"])
-    parser.add_argument("--device", default="cpu")
+    parser = machine.model_parser(__doc__, )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--context", type=int, default=100)
     parser.add_argument("--sessions", default="1,2,4,8,16")
-    parser.add_argument("--json", action="store_true")
     parser.add_argument("--plot", help="write a PNG of throughput vs sessions")
     args = parser.parse_args()
 

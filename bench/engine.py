@@ -10,7 +10,6 @@ transformers), not tokviz's own model with its chosen CPU kernels.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -31,11 +30,8 @@ def timed(fn, repeat: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="gpt2", choices=["gpt2", "gpt2-medium"])
-    parser.add_argument("--device", default="cpu")
+    parser = machine.model_parser(__doc__, )
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     import torch
@@ -125,8 +121,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"tokviz engine benchmark: {args.model} config, random weights, {model.device} {model.dtype}")
-    print(f"machine: {machine.line(results['machine'])}")
+    machine.print_header("tokviz engine benchmark", args.model, model, results["machine"])
     print(f"kernels: {results['kernels']}")
     print(f"{'':28}{'100 ctx':>12}{'600 ctx':>12}")
     for name, label in (("step", "tokviz step() ms/token"), ("bare", "plain transformers forward"),

@@ -14,7 +14,6 @@ every token the top-1 at every layer, costs that once per block after the pass).
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 
@@ -32,10 +31,8 @@ def best(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = machine.model_parser(__doc__, json_flag=False)
     parser.add_argument("--tokens", type=int, default=600)
-    parser.add_argument("--model", default="gpt2", choices=["gpt2", "gpt2-medium"])
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 

@@ -31,3 +31,20 @@ def line(info: dict | None = None) -> str:
     gpu = f", GPU {info['cuda']}" if info.get("cuda") else ""
     return (f"{info['cpu']}, {info['cores']} cores ({', '.join(info['isa'])}), torch {info['torch']} "
             f"with {info['torch_threads']} threads{gpu}")
+
+
+def model_parser(doc: str, *, json_flag: bool = True):
+    """The options every model benchmark takes: which GPT-2 size, which device, JSON out."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="gpt2", choices=["gpt2", "gpt2-medium"])
+    parser.add_argument("--device", default="cpu")
+    if json_flag:
+        parser.add_argument("--json", action="store_true")
+    return parser
+
+
+def print_header(title: str, model_size: str, model, info: dict) -> None:
+    print(f"{title}: {model_size} config, random weights, {model.device} {model.dtype}")
+    print(f"machine: {line(info)}")

@@ -14,7 +14,6 @@ The default 10,000 tokens take about 1-2 minutes on 2 CPU cores; `--tokens 10000
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
@@ -58,13 +57,10 @@ def naive_scores(model, docs: list[list[int]], prefix: list[int]) -> list[float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="gpt2", choices=["gpt2", "gpt2-medium"])
-    parser.add_argument("--device", default="cpu")
+    parser = machine.model_parser(__doc__, )
     parser.add_argument("--tokens", type=int, default=10_000)
     parser.add_argument("--doc-tokens", type=int, default=100)
     parser.add_argument("--naive-docs", type=int, default=1, help="documents for the per-token naive loop")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     from tokviz_app.engine import ModelManager
@@ -114,8 +110,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"tokviz score benchmark: {args.model} config, random weights, {model.device} {model.dtype}")
-    print(f"machine: {machine.line(results['machine'])}")
+    machine.print_header("tokviz score benchmark", args.model, model, results["machine"])
     print(f"corpus: {args.tokens:,} tokens in {len(docs):,} documents of ~{args.doc_tokens} tokens")
     print(f"one by one (start_from_ids per document)  {results['one_by_one_tokens_per_s']:>9,.0f} tokens/s")
     print(f"batched (padded windows, one forward)      {results['batched_tokens_per_s']:>9,.0f} tokens/s")

@@ -18,7 +18,6 @@ text: the bundled SmolLM2-135M (135M parameters, 49k vocabulary) reading this re
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -72,11 +71,8 @@ def run(model, ids: list[int]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = machine.model_parser(__doc__)
     parser.add_argument("--lengths", default="100,1000")
-    parser.add_argument("--model", default="gpt2")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", action="store_true")
     parser.add_argument("--trained", action="store_true", help="also the bundled SmolLM2 on the README's text")
     args = parser.parse_args()
     import torch
