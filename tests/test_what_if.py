@@ -13,7 +13,7 @@ import torch
 from tests.reference import full_logits
 from tests.test_samplers import transformers_probs
 from tokviz_app.core.types import SamplingParams
-from tokviz_app.engine import what_if
+from tokviz_app.engine import nucleus, what_if
 
 PROMPT = "The quick brown fox jumps over the lazy dog. A language model"
 # the panel's samplers, one at a time and together, at a cooling and a heating temperature
@@ -109,9 +109,9 @@ def test_recomputing_without_hidden_states_runs_the_model_again(tiny_model, text
 
 @pytest.mark.parametrize("first", [4, 64])
 def test_a_nucleus_past_the_first_tokens_is_sorted(tiny_model, text, monkeypatch, first):
-    """A recomputed row looks for its nucleus among its `first` most likely tokens, else sorts the vocabulary:
-    both ways give the reference's numbers, min-p after it included."""
-    monkeypatch.setattr(what_if, "NUCLEUS_FIRST", first)
+    """A recomputed row looks for its nucleus among its `first` most likely tokens, else by a threshold, else
+    sorts the vocabulary: every way gives the reference's numbers, min-p after it included."""
+    monkeypatch.setattr(nucleus, "FIRST", first)
     session = tiny_model.restore(text.snapshot())
     try:
         session.what_if_kept = 4

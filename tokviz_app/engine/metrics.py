@@ -11,7 +11,8 @@ repetition penalty is a logits processor, the rest are warpers applied after it)
 Penalty and temperature commute (dividing by a positive temperature keeps a logit's sign), so putting
 the penalty first changes only float rounding. Each cut sees what the previous ones kept; a token is
 "dropped by" the first cut that removes it. Every cut is written as transformers writes it (same
-comparisons, same arithmetic) so `sampled_prob` agrees with its processors to float rounding.
+comparisons, same arithmetic) so `sampled_prob` agrees with its processors to float rounding; top-p
+is found without a full sort and summed in float64 (`nucleus.py`).
 Where transformers' sorts leave ties to the sort, ours keep the lowest token id.
 """
 
@@ -23,6 +24,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 from ..core.types import DROP_REASONS, SamplingParams
+from .nucleus import nucleus
 
 LN2 = math.log(2.0)
 DROPPED_BY = (None, *DROP_REASONS)  # dropped codes: 0 = kept; a code names the sampler that removed the token
@@ -110,13 +112,7 @@ def _top_k(scores: torch.Tensor, params: SamplingParams) -> torch.Tensor:
 
 def _top_p(scores: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Drop the least likely tokens while their mass stays within 1 - top_p (the token crossing top_p stays)."""
-    vocab = scores.shape[-1]
-    # ascending; the flip makes ties list the higher id first, so the lower id is kept
-    sorted_scores, order = scores.flip(-1).sort(dim=-1, stable=True)
-    order = (vocab - 1) - order
-    remove = sorted_scores.softmax(dim=-1).cumsum(dim=-1) <= 1 - params.top_p
-    remove[..., -1:] = False  # the most likely token always stays
-    return remove.scatter(-1, order, remove)
+    return ~nucleus(scores, params.top_p)
 
 
 def _min_p(scores: torch.Tensor, params: SamplingParams) -> torch.Tensor:

@@ -27,20 +27,18 @@ sampled the tokens. The repetition penalty and typical sampling need the whole d
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import torch
 
 from . import metrics
 from ..core.types import SamplingParams
-from .what_if_kept import MARGIN, Replay, from_kept
+from .what_if_kept import Replay, from_kept
 
 KEPT = 256  # logits kept per position
 FORWARD_CHUNK = 512  # tokens per forward pass: bounds the [chunk, V] logits
 HEAD_CHUNK = 128  # rows recomputed at once: [128, V] logits and the samplers' temporaries
 MAX_HIDDEN_BYTES = 64 * 2**20  # final hidden states kept per session; beyond, a recomputation is a forward pass
 RESULTS = 16  # settings remembered per text (moving back to a setting costs nothing)
-NUCLEUS_FIRST = 1024  # a recomputed row's nucleus is first looked for among its most likely tokens
 
 
 # ------------------------------------------------------------------------------------------- the pass
@@ -132,36 +130,9 @@ def _sampled(logits: torch.Tensor, rows: list[int], ids: list[int], params: Samp
     repetition penalty needs each row's context: `from_kept` then leaves every row to this, so `rows` run on."""
     context = ids[: rows[-1] + 1] if params.repetition_penalty != 1.0 else ()
     with torch.inference_mode():
-        if params.top_p < 1.0 and params.typical_p >= 1.0 and not params.greedy:
-            probs = _with_nucleus(logits, params, context)
-        else:
-            probs = metrics.samplers(logits, params, context).probs
+        probs = metrics.samplers(logits, params, context).probs
         targets = torch.tensor([ids[row + 1] for row in rows], device=probs.device)
         return probs.gather(-1, targets.unsqueeze(-1))[:, 0].tolist()
-
-
-def _with_nucleus(logits: torch.Tensor, params: SamplingParams, context) -> torch.Tensor:
-    """`metrics.samplers` with its top-p step found by partial sorts: the samplers before it (penalty, temperature,
-    top-k), the nucleus, then min-p, each cut seeing what the one before kept, as there. The samplers sort the
-    whole vocabulary for top-p (~5 ms a row at 50k); a nucleus inside the NUCLEUS_FIRST most likely tokens needs
-    only those (~0.5 ms), else inside 8 times as many (~1 ms), else the sort. Only float rounding at the cut's
-    line can differ: a row within MARGIN of it goes on to the sort."""
-    probs = metrics.samplers(logits, replace(params, top_p=1.0, min_p=0.0), context).probs
-    keep, todo, vocab = torch.zeros_like(probs, dtype=torch.bool), torch.arange(len(probs)), probs.shape[-1]
-    for k in (NUCLEUS_FIRST, 8 * NUCLEUS_FIRST, vocab):
-        if not len(todo):
-            break
-        whole = k >= vocab
-        values, order = probs[todo].sort(dim=-1, descending=True, stable=True) if whole else probs[todo].topk(k, dim=-1)
-        before = values.cumsum(-1) - values  # the mass before each token, most likely first: kept while < top_p
-        done = torch.ones(len(todo), dtype=torch.bool) if whole else \
-            (values.sum(-1) >= params.top_p * (1 + MARGIN)) & ~((before - params.top_p).abs() <= MARGIN).any(-1)
-        rows = todo[done]
-        keep[rows] = keep[rows].scatter(-1, order[done], before[done] < params.top_p)
-        todo = todo[~done]
-    scores = torch.log(probs).masked_fill(~keep, float("-inf"))  # the same distribution, cut
-    return metrics.samplers(scores, SamplingParams(min_p=params.min_p)).probs if params.min_p > 0.0 \
-        else torch.softmax(scores, dim=-1)
 
 
 def _logit_rows(r: Replay, rows: list[int], hf_model, device: str):

@@ -12,7 +12,7 @@ import torch
 from . import metrics
 from ..core.types import SamplingParams
 
-MARGIN = 1e-5  # a cut this close to its line is left to `metrics.samplers` (float32 sums decide it there)
+MARGIN = 1e-5  # a cut this close to its line is left to `metrics.samplers` (its own sums decide it there)
 EXACT = 1e-6  # relative width of the normaliser's bounds accepted for a temperature with no cut
 
 
