@@ -106,9 +106,8 @@ class InferenceLane:
             _running_lanes.add(self)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Let the worker finish the work at hand and end. At interpreter exit a daemon thread still
-        inside a torch kernel aborts the process ("terminate called without an active exception",
-        exit 134), seen after a session's row was released just before exit."""
+        """Let the worker finish the work at hand and end: at exit, a daemon thread still inside a torch
+        kernel aborts the process ("terminate called without an active exception", status 134)."""
         with self._cv:
             self._closing = True
             self._cv.notify()
@@ -298,9 +297,4 @@ class InferenceLane:
 
 
 _running_lanes: weakref.WeakSet[InferenceLane] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_lanes() -> None:
-    for lane in list(_running_lanes):
-        lane.stop()
+atexit.register(lambda: [lane.stop() for lane in list(_running_lanes)])
