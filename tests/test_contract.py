@@ -2,8 +2,9 @@
 
 - the fake (`tests/fake_backend.py`, what the UI tests run on),
 - the tiny local GPT-2 loaded through the real `from_pretrained` path (exact numbers),
-- a remote model on a real llama-cpp-python server (text prompts, top-n lists; marked slow, skipped
-  where /opt/llama-venv is missing).
+- a remote model on each real llama.cpp server (`tests/llama_servers.py`): llama-cpp-python's (text
+  prompts) and llama.cpp's own llama-server (token-id prompts); top-n lists; marked slow, skipped where
+  the server is not installed.
 
 Each backend is checked against itself, never against another one's floats; what a backend cannot know
 is read from its `capabilities`, never probed with `hasattr`. The llama.cpp server is slow on a small
@@ -21,7 +22,7 @@ import pytest
 from tokviz_app.core.contract import Backend, Capabilities, Model, ModelRegistry, ScoreReference, Session
 from tokviz_app.core.errors import ContextFullError, PositionError, PromptTooLongError, TokvizError
 from tokviz_app.core.types import ModelInfo, SamplingParams, TokenStep
-from tests.test_remote import llama_manager, llama_model, llama_server  # noqa: F401 (fixtures, reused as they are)
+from tests.llama_servers import LLAMA_SERVERS, running_llama_server
 
 PROMPT = "The quick brown fox"
 GREEDY = SamplingParams(greedy=True)
@@ -48,7 +49,7 @@ class Subject:
         return self.caps.exact_entropy and self.caps.full_vocabulary_rank
 
 
-@pytest.fixture(scope="module", params=["fake", "local", pytest.param("llama", marks=pytest.mark.slow)])
+@pytest.fixture(scope="module", params=["fake", "local", *(pytest.param(n, marks=pytest.mark.slow) for n in LLAMA_SERVERS)])
 def subject(request) -> Subject:
     if request.param == "fake":
         from tests.fake_backend import FakeModelManager
@@ -58,11 +59,15 @@ def subject(request) -> Subject:
     if request.param == "local":
         manager = request.getfixturevalue("engine_manager")
         return Subject("local", manager, manager.local, request.getfixturevalue("tiny_model"))
+    from tokviz_app.engine import ModelManager
     from tokviz_app.engine.remote import RemoteBackend
 
-    manager = request.getfixturevalue("llama_manager")
+    running = running_llama_server(request.param)
+    manager = ModelManager(device="cpu", servers=[running.__enter__()])
+    request.addfinalizer(lambda: running.__exit__(None, None, None))
     backend = next(b for b in manager.backends if isinstance(b, RemoteBackend))
-    return Subject("llama", manager, backend, request.getfixturevalue("llama_model"))
+    (info,) = [i for i in manager.catalog() if i.extra.get("remote")]
+    return Subject(request.param, manager, backend, manager.load(info.key))
 
 
 @pytest.fixture
@@ -86,13 +91,20 @@ def start(model):
 
 
 # ------------------------------------------------------------------------------------------ helpers
+# A server's number for the same token in the same context can come from another request. llama-server
+# reuses KV cache that an earlier request filled in a batch of another shape, and its kernels quantise the
+# activations per batch shape: measured on a 2-core AMD EPYC (AVX-512), p 0.1460 in a stream and 0.1400 for the
+# same position asked again after other requests (a fresh server gives 0.1460 both ways). 3x that for a margin.
+SERVER_DRIFT = {"llama-server": 0.02}
+
+
 def close_to(value: float | None, expected: float, subject: Subject, *, exact_tol: float = 1e-4,
              loose_tol: float = 2e-3) -> bool:
     """`value` equals `expected`: within `exact_tol` on exact backends; on a server's top-n lists the
-    number may be unknown (None) or come from another request (`loose_tol`)."""
+    number may be unknown (None) or come from another request (`loose_tol`, or the server's drift)."""
     if subject.exact:
         return value is not None and abs(value - expected) <= exact_tol
-    return value is None or abs(value - expected) <= loose_tol
+    return value is None or abs(value - expected) <= max(loose_tol, SERVER_DRIFT.get(subject.name, 0.0))
 
 
 def check_step(step: TokenStep, subject: Subject, *, position: int, greedy: bool = False) -> None:

@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
 import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from tokviz_app.engine import SamplingParams, TokvizError
 from tokviz_app.core.errors import ModelLoadError, ModelNotFoundError
+from tests.llama_servers import LLAMA_SERVERS, running_llama_server
 from tests.server_process import free_port
 from tokviz_app.engine.remote import RemoteBackend, RemoteModel, ServerConfig, ServerError, _Dist, _Tok
 
-LLAMA_PYTHON = Path(os.environ.get("TOKVIZ_LLAMA_SERVER_PYTHON", "/opt/llama-venv/bin/python"))
 
 
 # ============================================================================ a miniature vLLM
@@ -311,43 +309,11 @@ def test_sampler_is_honest_about_what_the_top_list_decides():
     assert d.sampler(SamplingParams(top_k=2))(0) is None
 
 
-# ============================================================================ the real llama-cpp-python server
-@pytest.fixture(scope="module")
-def llama_server():
-    """llama-cpp-python's OpenAI-compatible server on the bundled GGUF, on a free loopback port."""
-    if not LLAMA_PYTHON.exists():
-        pytest.skip(f"llama-cpp-python's server is not installed at {LLAMA_PYTHON} "
-                    f"(set TOKVIZ_LLAMA_SERVER_PYTHON, or see .ci/run)")
-    from tokviz_app.engine.bundled import gguf_path
-
-    port = free_port()
-    process = subprocess.Popen(
-        [str(LLAMA_PYTHON), "-m", "llama_cpp.server", "--model", str(gguf_path()), "--host", "127.0.0.1",
-         "--port", str(port), "--logits_all", "true", "--n_ctx", "2048", "--verbose", "false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    import httpx
-
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama-cpp-python's server exited: {process.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(url + "/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama-cpp-python's server did not answer within 120 s")
-            time.sleep(0.2)
+# ============================================================================ the real llama.cpp servers
+@pytest.fixture(scope="module", params=LLAMA_SERVERS)
+def llama_server(request):
+    with running_llama_server(request.param) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -373,9 +339,14 @@ def test_llama_server_models_are_remote_catalog_entries(llama_manager, llama_ser
         f"@ {llama_server.split('//')[1].split('/')[0]}")
     assert llama_manager.add(remote[0].key).key == remote[0].key
     assert llama_model in llama_manager.loaded()
-    caps = llama_model.caps  # text prompts only; echo rows shifted by one (a llama-cpp-python quirk)
-    assert not caps.ids_in and not caps.ids_out and caps.echo == "shifted" and caps.deep == 100
-    assert llama_model.notices
+    caps = llama_model.caps
+    if caps.ids_in:  # llama.cpp's own server: token-id prompts, no prompt scoring
+        assert caps.ids_in and caps.echo is None and caps.deep == 100
+        assert any("does not score prompts" in n for n in llama_model.notices)
+        assert not llama_model.capabilities.text_scoring
+    else:  # llama-cpp-python: text prompts only; echo rows shifted by one (its quirk)
+        assert not caps.ids_in and not caps.ids_out and caps.echo == "shifted" and caps.deep == 100
+        assert llama_model.notices
 
 
 @pytest.mark.slow
@@ -403,7 +374,10 @@ def test_llama_server_agrees_with_the_local_engine(llama_model):
         remote, local = llama_model.start(prompt, greedy), local_model.start(prompt, greedy)
         assert remote.token_ids == local.token_ids
         scored = [(rp, lp) for rp, lp in zip(remote.prompt_tokens, local.prompt_tokens) if rp.prob is not None]
-        assert len(scored) >= len(remote.prompt_tokens) // 2  # those in the server's top-100 lists
+        if llama_model.caps.echo is None:  # llama-server scores no prompt: nothing shown rather than a guess
+            assert not scored
+        else:
+            assert len(scored) >= len(remote.prompt_tokens) // 2  # those in the server's top-100 lists
         for rp, lp in scored:  # aggregated below: one token's rank at a near tie differs from CPU to CPU
             prompt_diffs.append(abs(rp.prob - lp.prob))
             if lp.prob >= 0.05 and rp.rank is not None:
@@ -424,6 +398,7 @@ def test_llama_server_agrees_with_the_local_engine(llama_model):
                 remote.choose(position, l.token_id)
         assert not remote.warnings, remote.warnings
     mean = sum(diffs) / len(diffs)
+    prompt_diffs = prompt_diffs or [0.0]  # llama-server: no prompt scoring
     prompt_mean = sum(prompt_diffs) / len(prompt_diffs)
     prompt_close = sum(d < 0.05 for d in prompt_diffs) / len(prompt_diffs)
     print(f"\nllama.cpp server vs local transformers, {steps} greedy steps on {len(prompts)} prompts: "
@@ -488,18 +463,23 @@ def test_llama_server_end_of_text_and_honest_retokenisation(llama_model):
     assert session.finish_reason == "eos" and session.is_eos(steps[-1])
     assert steps[-1].token_id == 2  # <|im_end|>: the server stops without naming it; tokviz fills it in
     # A text server re-reads the text: two "\n" tokens come back as one "\n\n"; the session says so.
+    # A server that takes token ids (llama-server) gets them as they are: nothing to say.
     newline = llama_model.encode("\n")[0]
     text_session = llama_model.start("Paris.", SamplingParams(greedy=True))
     text_session.choose(0, newline)
     text_session.choose(1, newline)
     text_session.step()
-    assert any("read back as the same tokens" in w for w in text_session.warnings)
+    assert text_session.token_ids[-3:-1] == [newline, newline]
+    retokenised = any("read back as the same tokens" in w for w in text_session.warnings)
+    assert retokenised != llama_model.caps.ids_in
 
 
 @pytest.mark.slow
 def test_llama_server_fragment_of_a_character_is_an_error_not_a_guess(llama_model):
     """llama-cpp-python writes each token as text with invalid UTF-8 dropped: the two halves of an emoji
-    come back as "" and cannot be told from 270-odd other tokens. tokviz says so instead of guessing."""
+    come back as "" and cannot be told from 270-odd other tokens. llama-server sends nothing for a token that
+    ends inside a character, then one entry (the last id, the whole character's bytes) for all of them.
+    tokviz says so instead of guessing."""
     session = llama_model.start("I love pizza 🍕🍕🍕 and burgers 🍔🍔", SamplingParams(greedy=True))
     assert session.prompt_tokens[-1].partial
     for generate in (session.step, lambda: session.generate(8)):
@@ -517,6 +497,57 @@ def test_llama_server_without_local_tokenizer_uses_its_endpoints(llama_server):
     step = session.step()
     assert step.text == " Paris" and step.prob > 0.5
     assert model.find_tokens("Paris") == [] and any("No local tokenizer" in n for n in model.notices)
+
+
+# llama.cpp's sampler settings with every cut off; a case turns on what it tests
+LLAMA_OFF = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "repeat_penalty": 1.0, "temperature": 1.0}
+KEPT_CASES = [  # (tokviz settings, llama.cpp's, whether the raw top-20 list decides the kept set)
+    (SamplingParams(greedy=True), {"temperature": 0.0}, True),
+    (SamplingParams(top_k=3), {"top_k": 3}, True),
+    (SamplingParams(top_k=5, temperature=0.7), {"top_k": 5, "temperature": 0.7}, True),
+    (SamplingParams(top_p=0.5), {"top_p": 0.5}, True),
+    (SamplingParams(min_p=0.1), {"min_p": 0.1}, True),
+    (SamplingParams(top_k=10, min_p=0.05), {"top_k": 10, "min_p": 0.05}, True),
+    # llama.cpp applies the temperature after top-p and min-p, transformers before: tokviz does not guess
+    (SamplingParams(top_p=0.8, temperature=0.7), {"top_p": 0.8, "temperature": 0.7}, False),
+]
+
+
+@pytest.mark.slow
+def test_kept_sets_read_from_raw_lists_are_llama_servers_own_post_sampling_probs():
+    """What tokviz computes from a server's raw top list (`remote/kept.py`) against what llama.cpp's own server
+    reports after its samplers (`post_sampling_probs`), for the same request: the same kept tokens, the same
+    probabilities to float32 rounding; where the list cannot decide it, tokviz says unknown (None)."""
+    import httpx
+
+    from tokviz_app.engine.remote.kept import kept
+    from tokviz_app.engine.remote.logprobs import _Known
+
+    with running_llama_server("llama-server") as url:
+        root = url.removesuffix("/v1")
+        prompts = ["The capital of France is", "Once upon a time, there was a", "def add(a, b):\n    return"]
+        checked = 0
+        for text in prompts:
+            ids = httpx.post(f"{root}/tokenize", json={"content": text}).json()["tokens"]
+            for params, settings, decided in KEPT_CASES:
+                body = {"prompt": ids, "n_predict": 1, "n_probs": 20, "seed": 1, **LLAMA_OFF, **settings}
+                raw, after = (httpx.post(f"{root}/completion", json={**body, "post_sampling_probs": post}, timeout=60)
+                              .json()["completion_probabilities"][0] for post in (False, True))
+                listed = [_Known(t["id"], t["logprob"], rank, True) for rank, t in enumerate(raw["top_logprobs"], 1)]
+                ours = kept(listed, len(listed), params, vocab_size=49152)
+                if not decided:
+                    assert ours is None, params
+                    continue
+                theirs = {t["id"]: t["prob"] for t in after["top_probs"] if t["prob"] > 0}
+                if ours is None:  # only where the server kept every listed token: the kept set reaches past them
+                    assert len(theirs) == len(listed), (text, params)
+                    continue
+                assert ours.closed, params
+                assert set(ours.probs) == set(theirs), (text, params)
+                assert all(abs(ours.probs[i] - p) <= 2e-6 + 1e-5 * p for i, p in theirs.items()), (text, params)
+                assert all(i not in theirs for i in ours.dropped)
+                checked += 1
+        assert checked >= len(prompts) * (sum(decided for *_, decided in KEPT_CASES) - 1)
 
 
 def test_config_parsing_and_api_key(monkeypatch):

@@ -181,9 +181,11 @@ class RemoteModel(Model):
             "top_p": sampling.top_p if sampling else 1.0,
             "top_k": sampling.top_k if sampling and sampling.top_k else self.caps.top_k_off,
             # off where not asked for: the servers' defaults are not (llama.cpp: top_k 40, min_p 0.05, ...);
-            # llama.cpp's `repeat_penalty` over the whole context (repeat_last_n -1), vLLM's `repetition_penalty`
+            # llama.cpp's `repeat_penalty` over the whole context, vLLM's `repetition_penalty`; llama-server
+            # refuses repeat_last_n -1 ("whole context" to llama-cpp-python) but reports its context at /props
             "min_p": sampling.min_p if sampling else 0.0, "typical_p": sampling.typical_p if sampling else 1.0,
-            "repeat_penalty": penalty, "repetition_penalty": penalty, "repeat_last_n": -1, "frequency_penalty": 0.0,
+            "repeat_penalty": penalty, "repetition_penalty": penalty, "repeat_last_n": self.context_length or -1,
+            "frequency_penalty": 0.0,
             "presence_penalty": 0.0, "stream": stream,
         }
         if echo:
@@ -202,7 +204,11 @@ class RemoteModel(Model):
         """The token a server's JSON names (an id, "token_id:N", its bytes or its text); id None where that
         is not one token of the vocabulary."""
         if isinstance(token_id, int) and not isinstance(token_id, bool):
-            return _Tok(token_id if self._in_vocab(token_id) else None, text)
+            # llama-server merges the tokens of one character into one entry: the last id, the whole bytes
+            listed = bytes(b for b in raw if type(b) is int and 0 <= b < 256) if isinstance(raw, list) else b""
+            own = self.vocab.bytes_of(token_id) if listed and self._in_vocab(token_id) else None
+            merged = bool(own) and own != listed
+            return _Tok(token_id if self._in_vocab(token_id) and not merged else None, text)
         if text.startswith("token_id:"):
             try:
                 number = int(text[len("token_id:"):])

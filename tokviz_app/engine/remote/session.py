@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from .model import RemoteModel
 
 
+# llama.cpp's own server sends no logprob entry for a token that ends inside a character, only "\ufffd" text
+WITHHELD = ("The model server at {base} withheld a token that is part of a character (it sends no probabilities "
+            "for it until the character is complete), so tokviz cannot identify it. Use a server that returns "
+            "every token (vLLM) to continue exactly.")
+
+
 class RemoteSession(BranchTree, Session):
     """A session with a served model: one completion request per step, a stream for `generate`. The
     server keeps no state, so branches, truncation and restore are bookkeeping."""
@@ -67,6 +73,8 @@ class RemoteSession(BranchTree, Session):
                                        whole_ok=len(entries) == 1)
             elif choice.get("finish_reason") == "stop":
                 step = self._end_of_text_step(len(self.tokens), params)
+            elif "\ufffd" in str(choice.get("text", "")):
+                raise ServerError(WITHHELD.format(base=self.model.client.base))
             else:
                 raise ServerError(f"The model server at {self.model.client.base} returned no token "
                                   f"(finish reason: {choice.get('finish_reason')!r}).")

@@ -68,6 +68,7 @@ def sampled_id(model: RemoteModel, tok: _Tok, warn: Warn, whole_ok: bool = True)
              f"token {whole[0]}.")
         return whole[0]
     raise ServerError(f"The server returned a token tokviz cannot identify ({tok.text!r} matches "
-                      f"{len(candidates) or 'no'} tokens of the vocabulary): this server sends token text, not "
-                      f"ids, and the text of a token that is part of a character is lost. Use a server that "
-                      f"returns token ids (vLLM) to continue exactly.")
+                      f"{len(candidates) or 'no'} tokens of the vocabulary): a token that is part of a character "
+                      f"is lost where a server sends token text, not ids (llama-cpp-python), or one entry for the "
+                      f"whole character (llama.cpp's server). Use a server that returns every token's id (vLLM) "
+                      f"to continue exactly.")

@@ -47,6 +47,9 @@ class HFVocab:
     def token_text(self, token_id: int) -> tuple[str, bool]:
         return self._texts.text(token_id)
 
+    def bytes_of(self, token_id: int) -> bytes | None:
+        return self._texts.raw_bytes(token_id)
+
     def _index(self) -> tuple[dict[str, list[int]], dict[bytes, list[int]]]:
         with self._lock:
             if self._by_text is None:
@@ -143,6 +146,9 @@ class ServerVocab:
             cached = (text, "\ufffd" in text)
             self._memo[token_id] = cached
         return cached
+
+    def bytes_of(self, token_id: int) -> bytes | None:
+        return None  # the server's endpoints give text only
 
     def ids_for_text(self, text: str) -> list[int]:
         if not text:
