@@ -1,5 +1,5 @@
-"""Top-p without the sort: each of the three ways keeps exactly the tokens the sort keeps (transformers'
-TopPLogitsWarper's arithmetic, the lower id first in a tie, which the warper leaves to its unstable sort)."""
+"""Top-p without the sort: the nucleus found among the first tokens is exactly the one the sort finds (as
+transformers' TopPLogitsWarper, the lower id first in a tie, which the warper leaves to its unstable sort)."""
 
 from __future__ import annotations
 
@@ -35,16 +35,8 @@ def test_the_sort_is_the_warpers_where_there_are_no_ties():
         assert torch.equal(nucleus._sorted(logits, top_p), kept)
 
 
-def test_each_way_decides_the_rows_it_is_for():
-    """Peaked rows are decided among the first tokens, flat ones among the last, ties only by the sort."""
-    for kind in ("peaked", "flat", "tied"):
+def test_peaked_rows_need_no_sort_and_the_rest_are_sorted():
+    for kind, left in (("peaked", 0), ("flat", 20), ("tied", 20)):
         probs = torch.softmax(rows(kind, torch.Generator().manual_seed(SEEDS[kind]), count=20).double(), -1)
         keep = torch.zeros_like(probs, dtype=torch.bool)
-        after_first = nucleus._among_first(probs, 0.9, torch.arange(len(probs)), keep)
-        after_last = nucleus._among_last(probs, 0.9, after_first, keep)
-        if kind == "peaked":
-            assert len(after_first) == 0
-        elif kind == "flat":
-            assert len(after_first) == 20 and len(after_last) == 0
-        else:
-            assert len(after_last) == 20
+        assert len(nucleus._among_first(probs, 0.9, torch.arange(len(probs)), keep)) == left, kind

@@ -1,18 +1,16 @@
-"""Top-p (nucleus) without sorting the vocabulary.
+"""Top-p (nucleus) without sorting the vocabulary where it can be.
 
 The nucleus is the shortest run of most likely tokens (ties: lower id first) whose mass reaches top_p; the token
-that crosses top_p stays. Sorting 50k probabilities costs 4-9 ms a row (2-core AMD EPYC, AVX-512), more than the
-rest of a step's statistics together. The same set is found by cheaper means, each used only where it decides a
-row with room to spare, so float rounding in a different summation order cannot change the answer:
+that crosses top_p stays. Sorting 50k probabilities costs 2-9 ms a row (2-core AMD EPYC, AVX-512), more than the
+rest of a step's statistics together, while a trained model's nucleus usually lies among its FIRST most likely
+tokens (`topk`, well under 1 ms). There it is found from those, where that decides the row with room to spare
+(no sum within MARGIN of top_p, no tie at the cut), so float rounding in another summation order cannot change
+the answer. Every other row (a flat distribution, a random-weight model's, keeps tens of thousands of tokens) is
+sorted as transformers' TopPLogitsWarper does it: ascending, drop while the cumulative mass stays within
+1 - top_p; where its sort leaves a tie to chance, the lower id is kept.
 
-1. among the FIRST most likely tokens (`topk`, under 1 ms): a trained model's nucleus is usually there;
-2. else the dropped tail among the LAST least likely tokens (~2 ms): a flat distribution (a random-weight
-   model's) keeps tens of thousands of tokens and at top-p 0.9 drops a few thousand;
-3. else (a tie, or a sum within MARGIN of top_p) the sort, as transformers' TopPLogitsWarper: ascending, drop
-   while the cumulative mass stays within 1 - top_p; where its sort leaves a tie to chance, the lower id is kept.
-
-All sums are float64. The warper sums in float32, whose rounding over 50k tokens (~1e-5 of the mass) would decide
-which token crosses the line in a flat distribution; in float64 the three ways agree to the last token. Where the
+All sums are float64. The warper sums in float32, whose rounding over 50k tokens (~1e-5 of the mass) decides
+which token crosses the line in a flat distribution; in float64 the two ways agree to the last token. Where the
 warper's rounding picks the other side of the line, the two distributions differ by that one token (a flat
 distribution's crossing token holds ~2e-5 of the mass).
 """
@@ -23,17 +21,13 @@ import torch
 
 FIRST = 1024
 MARGIN = 1e-9  # room between a deciding float64 sum and top_p: 50k terms round by < 1e-11
-LAST = 8192
 
 
 def nucleus(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     """[R, V] bool: the tokens top-p keeps in each row of `scores` (logits after temperature and top-k)."""
     probs = scores.double().softmax(dim=-1)
     keep = torch.zeros_like(probs, dtype=torch.bool)
-    todo = torch.arange(probs.shape[0], device=probs.device)
-    for find in (_among_first, _among_last):
-        if len(todo):
-            todo = find(probs, top_p, todo, keep)
+    todo = _among_first(probs, top_p, torch.arange(probs.shape[0], device=probs.device), keep)
     if len(todo):
         keep[todo] = _sorted(scores[todo], top_p)
     return keep
@@ -54,27 +48,6 @@ def _among_first(probs: torch.Tensor, top_p: float, todo: torch.Tensor, keep: to
             & (last > following))
     rows = todo[done]
     keep[rows] = keep[rows].scatter(-1, order[done], kept[done])
-    return todo[~done]
-
-
-def _among_last(probs: torch.Tensor, top_p: float, todo: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """The dropped tail among the LAST least likely tokens (ascending, ties: the higher id is less likely)."""
-    vocab = probs.shape[-1]
-    k, tail = min(LAST, vocab - 2), 1 - top_p
-    if k < 1:
-        return todo
-    values, order = (-probs[todo]).flip(-1).topk(k + 1, dim=-1)  # flipped: among equals the higher id comes first
-    values, order = -values, (vocab - 1) - order
-    values, order, beyond = values[:, :k], order[:, :k], values[:, k]
-    below = values.cumsum(-1)  # the mass of each token and all less likely ones
-    dropped = below <= tail
-    count = dropped.sum(-1)
-    last = values.gather(-1, (count - 1).clamp(min=0).unsqueeze(-1))[:, 0]
-    following = torch.where(count < k, values.gather(-1, count.clamp(max=k - 1).unsqueeze(-1))[:, 0], beyond)
-    done = ((below[:, -1] >= tail * (1 + MARGIN)) & ~((below - tail).abs() <= MARGIN).any(-1)
-            & ((count == 0) | (last < following)))
-    rows = todo[done]
-    keep[rows] = ~torch.zeros_like(keep[rows]).scatter(-1, order[done], dropped[done])
     return todo[~done]
 
 
