@@ -20,6 +20,7 @@ from nicegui import background_tasks, ui
 from ..config import Settings
 from ..core.errors import ContextFullError, TokvizError
 from ..core.types import Branch, SessionSnapshot, TokenStep
+from ..present.scales import DECIDED, WHAT_IF
 from ..present.text import perplexity_text
 from ..service import ModelService, SessionHandle
 from .memory import MEMORY, SavedTab
@@ -185,9 +186,15 @@ class Tab:
         views.chart.render_all()
         views.details.show(selected) if selected is not None else views.details.clear()
         views.show_branches()
-        self.compare.refresh()  # the comparison's part that still holds for the text
-        self.explore.refresh_layers()  # the "decided at layer" colours, where that mode is on
-        self.what_if.refresh()  # the what-if colours, where that mode is on
+        self.compare.refresh()  # the comparison's part that still holds for the text (and the Δ colours)
+        self.refresh_on_demand()
+
+    def refresh_on_demand(self) -> None:
+        """An on-demand colour mode's values (present/scales.py `on_demand`) are computed for the text on screen:
+        again after every change of the text or of the mode. Δ comes with the comparison (`compare.refresh`)."""
+        refresh = {DECIDED: self.explore.refresh_layers, WHAT_IF: self.what_if.refresh}.get(self.state.mode)
+        if refresh is not None:
+            refresh()
 
     # ---------------------------------------------------------- across reloads
     def shown_snapshot(self) -> SessionSnapshot | None:

@@ -46,8 +46,7 @@ class Explore:
         self.tab.views.tokens.set_mode(mode)
         self.tab.views.legend.show(mode)
         self.tab.views.chart.flush()  # its points are coloured by the mode
-        self.refresh_layers()
-        self.tab.what_if.refresh()
+        self.tab.refresh_on_demand()
 
     def set_palette(self, colorblind: bool) -> None:
         self.tab.state.palette = "colorblind" if colorblind else "default"
@@ -117,8 +116,7 @@ class Explore:
         tab.views.show_text()
         tab.show_perplexity()
         tab.say(f"{count(len(state.tokens), 'token')} scored · click one to branch from it")
-        self.refresh_layers()
-        tab.what_if.refresh()
+        tab.refresh_on_demand()
         await tab.branching.refresh()
 
     # ------------------------------------------------------------------ layers

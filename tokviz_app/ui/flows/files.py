@@ -147,8 +147,7 @@ class Files:
         n = count(len(state.tokens), "token")
         if state.handle is not None:
             tab.say(f"imported {n} · live: you can continue")
-            tab.explore.refresh_layers()
-            tab.what_if.refresh()
+            tab.refresh_on_demand()
             await tab.branching.refresh()
             return
         tab.views.show_branches()
