@@ -313,6 +313,7 @@ class FakeModel(FakeScoring, Model):
         self.context_length = manager.context_length
         self.vocab_size = VOCAB_SIZE
         self.eos_token_ids = frozenset({EOS_ID, IM_END_ID})
+        self.bos_token_id = EOS_ID  # as GPT-2: texts are scored after end-of-text
         self.notices: list[str] = []
         self.salt = salt
 

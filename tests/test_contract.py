@@ -474,6 +474,28 @@ def test_score_ids_gives_the_prompt_scores_and_no_divergence_from_itself(subject
         assert (x.kl == 0.0) if subject.exact else (x.kl is None or x.kl < 1e-9)
 
 
+def test_score_windows_gives_each_windows_prompt_scores(subject, start):
+    """`Model.score_windows` (tokviz score): per window, each token's numbers as a session's prompt scoring
+    gives them, the first token unscored; every window reported done once."""
+    model = subject.model
+    if not subject.caps.text_scoring:
+        pytest.skip("this server does not score a given text")
+    ids = start().token_ids
+    windows = [ids, ids[:3], ids[1:]]
+    done: list[int] = []
+    rows = model.score_windows(windows, done=done.append)
+    assert sorted(done) == [0, 1, 2] and [len(r) for r in rows] == [len(w) for w in windows]
+    for window, numbers in zip(windows, rows):
+        alone = model.start_from_ids(list(window))
+        try:
+            assert numbers[0] == (None, None, None)
+            for (logprob, rank, entropy), step in zip(numbers[1:], alone.prompt_tokens[1:]):
+                assert close_to(logprob, step.logprob, subject) and (rank == step.rank or not subject.exact)
+                assert entropy is None or step.entropy is None or abs(entropy - step.entropy) < 1e-3
+        finally:
+            alone.close()
+
+
 def test_find_tokens(subject):
     model = subject.model
     hits = model.find_tokens("the")

@@ -16,6 +16,8 @@ import torch
 
 from tests.server_process import clean_env
 from tokviz_app.main import main
+from tokviz_app.core.windows import score_by_sessions
+from tokviz_app.engine import window_scoring
 from tokviz_app.scoring import corpus
 from tokviz_app.scoring.align import align, token_pieces
 
@@ -87,13 +89,20 @@ def test_the_session_path_gives_the_batched_numbers(tiny):
     prefix = corpus.prefix_ids(tiny, None)
     batched = corpus.score(tiny, texts, prefix, 100, batched=True)
     sessions = corpus.score(tiny, texts, prefix, 100, batched=False)  # the contract: start_from_ids per window
-    # a small budget: windows over it take the session's chunked pass, the rest share small batches
-    mixed = corpus.score_batched(tiny, texts, prefix, 100, budget=64)
-    assert len(corpus.batches(corpus.plan_all(tiny, texts, prefix, 100), 64)) > 1
-    for a, b in [*zip(batched, sessions), *zip(mixed, sessions)]:
+    for a, b in zip(batched, sessions):
         assert [(s.rank, s.context_tokens, s.full_context) for s in a] == [
             (s.rank, s.context_tokens, s.full_context) for s in b]
         assert max(abs(x.logprob - y.logprob) for x, y in zip(a, b)) < 1e-4
+    # a small budget: windows over it take the session's chunked pass, the rest share small batches
+    windows = [w.ids for w in corpus.plan_all(tiny, texts, prefix, 100)]
+    assert len(window_scoring.batches([len(w) for w in windows], 64)) > 1 and max(map(len, windows)) > 64
+    done: list[int] = []
+    mixed = tiny.score_windows(windows, budget=64, done=done.append)
+    assert sorted(done) == list(range(len(windows)))
+    for window, rows in zip(windows, mixed):
+        alone = score_by_sessions(tiny, [window], threads=1)[0]
+        assert [r[1] for r in rows] == [r[1] for r in alone] and rows[0] == (None, None, None)
+        assert max(abs(x[0] - y[0]) + abs(x[2] - y[2]) for x, y in zip(rows[1:], alone[1:])) < 1e-4
 
 
 def test_a_model_compared_with_itself_has_zero_delta_and_a_context_moves_it(capsys, tmp_path, tiny_model_path):

@@ -9,13 +9,14 @@ probing for attributes. Nothing here imports torch or NiceGUI.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .compare import TokenScore, score_by_session
 from .errors import TokvizError
 from .types import Branch, LayerRow, ModelInfo, SamplingParams, SessionSnapshot, TokenStep
+from .windows import WindowScore, score_by_sessions
 
 Progress = Callable[[float | None, str], None]  # (fraction or None, message), from a worker thread
 StopCheck = Callable[[], bool]
@@ -151,6 +152,7 @@ class Model(Protocol):
     context_length: int | None  # None where a server does not say
     vocab_size: int | None
     eos_token_ids: frozenset[int]
+    bos_token_id: int | None  # the token a text is scored after (None: the model has none)
     capabilities: Capabilities
     notices: list[str]  # what the page should say about this model's numbers
 
@@ -203,6 +205,14 @@ class Model(Protocol):
         `capabilities.text_scoring`. This default reads a session's prompt scores (a server's echo) and takes
         the KL from top lists (`core.compare.kl_from_lists`); the local engine computes it over the vocabulary."""
         return score_by_session(self, ids, start, top_n=top_n, reference=reference, should_stop=should_stop)
+
+    def score_windows(self, windows: Sequence[Sequence[int]], *,
+                      done: Callable[[int], None] | None = None) -> list[list[WindowScore]]:
+        """For each window of ids, (log-prob, rank, entropy in bits) of ids[p] predicted from ids[:p], for every p
+        (UNSCORED at p = 0); `done(i)` once window i is scored. Where `capabilities.text_scoring`. This default
+        runs one session per window, a few at a time (`core.windows`); the local engine pads many windows into
+        one forward pass."""
+        return score_by_sessions(self, windows, done=done)
 
     def score_text(self, text: str, params: SamplingParams, *, should_stop: StopCheck | None = None) -> Session:
         """Every token of `text` scored, as a session whose generated tokens are the text after its first

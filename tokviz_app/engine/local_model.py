@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Callable
 
 import torch
@@ -11,8 +12,9 @@ from ..core.compare import TokenScore
 from ..core.contract import Capabilities, Model, ScoreReference
 from ..core.errors import PromptTooLongError, TokvizError
 from ..core.types import ModelInfo, SamplingParams, SessionSnapshot
+from ..core.windows import WindowScore
 from .catalog import ModelSpec
-from . import compare
+from . import compare, window_scoring
 from .chat import chat_ids, end_of_turn_ids, has_template
 from .devices import dtype_name
 from .kernels import KernelReport
@@ -132,6 +134,11 @@ class LoadedModel(Model):
                   should_stop: Callable[[], bool] | None = None) -> list[TokenScore]:
         """Plain forward passes; the KL over the whole vocabulary where the reference is local too (compare.py)."""
         return compare.score_ids(self, ids, start, top_n=top_n, reference=reference, should_stop=should_stop)
+
+    def score_windows(self, windows: Sequence[Sequence[int]], *, done: Callable[[int], None] | None = None,
+                      budget: int | None = None) -> list[list[WindowScore]]:
+        """Many windows padded into one forward pass (`window_scoring.py`); `budget`: padded tokens per pass."""
+        return window_scoring.score_windows(self, windows, budget=budget, done=done)
 
     def find_tokens(self, query: str, limit: int = 20) -> list[tuple[int, str]]:
         """Vocabulary search by readable text: exact matches first, then prefixes, then substrings."""

@@ -1,23 +1,18 @@
 """Scoring token ids with a model: every token's log-prob, rank and entropy, in sliding windows.
 
-Two paths give the same numbers:
-- `score_batched` (local models): windows of many texts padded into one forward pass. Right padding
-  needs no attention mask: a causal model's real tokens never see the padding after them. The logits of
-  the positions that are scored go through the engine's own maths (`engine.metrics`). It calls the
-  model's forward directly, not through its inference lane: the lane batches one-token decoding steps and
-  runs every multi-token prefill on its own, and on the command line the scorer is the model's only user.
-- `score_sessions` (any model of the contract: remote servers too): one `start_from_ids` session per
-  window, its prompt tokens' numbers; several windows at once from a thread pool (a server batches them).
+The windows of all texts go to `Model.score_windows` at once: a local model pads many of them into one forward
+pass (`engine/window_scoring.py`); any other model of the contract (a server) runs one session per window, a few
+at a time. `batched=False` takes that session path on any model (the benchmark's "one at a time").
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..core.contract import Model
+from ..core.windows import score_by_sessions
 from .windows import Window, plan
 
 Progress = Callable[[int], None]  # tokens just scored
@@ -50,7 +45,7 @@ def text_ids(model: Model, text: str) -> list[int]:
 def bos_id(model: Model) -> int | None:
     """The token every text is scored after: the model's beginning-of-text token (the local engine falls
     back to end-of-text, as lm-evaluation-harness does); None where it has neither."""
-    return getattr(model, "bos_token_id", None)
+    return model.bos_token_id
 
 
 def prefix_ids(model: Model, context: str | None) -> list[int]:
@@ -74,99 +69,18 @@ def fill(scores: list[list[Score | None]], window: Window, rows: Sequence[tuple]
         scores[window.doc][token] = Score(logprob, rank, entropy, window.position(token), window.first == 0)
 
 
-def session_rows(model: Model, window: Window) -> list[tuple]:
-    """(logprob, rank, entropy) of the window's scored tokens from one session's prompt tokens."""
-    session = model.start_from_ids(list(window.ids))
-    try:
-        steps = session.prompt_tokens
-        return [(steps[p].logprob, steps[p].rank, steps[p].entropy) if p > 0 else (None, None, None)
-                for p in map(window.position, range(window.score_from, window.score_to))]
-    finally:
-        session.close()
-
-
-def score_sessions(model: Model, texts: Sequence[list[int]], prefix: list[int], stride: int | None = None, *,
-                   threads: int = 1, progress: Progress | None = None) -> list[list[Score]]:
-    """Through the contract: one session per window, its prompt tokens' numbers."""
-    scores = empty_scores(texts)
-    windows = plan_all(model, texts, prefix, stride)
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for window, rows in zip(windows, pool.map(lambda w: session_rows(model, w), windows)):
-            fill(scores, window, rows)
-            if progress is not None:
-                progress(window.score_to - window.score_from)
-    return scores  # type: ignore[return-value]
-
-
-def can_batch(model: Model) -> bool:
-    return hasattr(model, "hf_model") and hasattr(model, "lane")
-
-
-def batch_budget(model: Model) -> int:
-    """Padded tokens per forward pass: its logits (and the few copies the maths makes) are budget x vocabulary
-    x 4 bytes, about 256 MB on a CPU (1,024 tokens of GPT-2) and 2 GB on a GPU."""
-    memory = (2 << 30) if str(model.device).startswith("cuda") else (256 << 20)
-    return max(256, min(16384, memory // (4 * (model.vocab_size or 50000))))
-
-
-def batches(windows: list[Window], budget: int) -> list[list[Window]]:
-    """Windows grouped longest first, each group's rows x longest row within the budget (at least one row)."""
-    ordered = sorted(windows, key=lambda w: len(w.ids), reverse=True)
-    groups: list[list[Window]] = []
-    for window in ordered:
-        if groups and (len(groups[-1]) + 1) * len(groups[-1][0].ids) <= budget:
-            groups[-1].append(window)
-        else:
-            groups.append([window])
-    return groups
-
-
-def score_batched(model: Model, texts: Sequence[list[int]], prefix: list[int], stride: int | None = None, *,
-                  budget: int | None = None, progress: Progress | None = None) -> list[list[Score]]:
-    """Windows of all texts in padded batches through the model's forward pass (local models)."""
-    import torch
-
-    from ..engine import metrics
-
-    scores = empty_scores(texts)
-    hf_model, device, budget = model.hf_model, model.device, budget or batch_budget(model)
-    windows = plan_all(model, texts, prefix, stride)
-    for window in (w for w in windows if len(w.ids) > budget):  # a window over the budget: the session's
-        fill(scores, window, session_rows(model, window))      # chunked pass with a KV cache bounds memory
-        if progress is not None:
-            progress(window.score_to - window.score_from)
-    for group in batches([w for w in windows if len(w.ids) <= budget], budget):
-        width = len(group[0].ids)
-        ids = torch.zeros((len(group), width), dtype=torch.long)
-        for row, window in enumerate(group):
-            ids[row, : len(window.ids)] = torch.tensor(window.ids)
-        # (row, position of the prediction, target id) for every scored token that has a prediction
-        wanted = [(row, window.position(t) - 1, window.ids[window.position(t)])
-                  for row, window in enumerate(group) for t in range(window.score_from, window.score_to)
-                  if window.position(t) > 0]
-        with torch.inference_mode():
-            logits = hf_model(input_ids=ids.to(device), use_cache=False).logits
-            rows = torch.tensor([w[0] for w in wanted], dtype=torch.long, device=logits.device)
-            cols = torch.tensor([w[1] for w in wanted], dtype=torch.long, device=logits.device)
-            targets = torch.tensor([w[2] for w in wanted], dtype=torch.long, device=logits.device)
-            picked = logits[rows, cols].float()
-            del logits
-            logprobs = metrics.log_softmax(picked)
-            numbers = zip(logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).tolist(),
-                          metrics.ranks(picked, targets).tolist(), metrics.entropy_bits(logprobs).tolist())
-        found = {(row, col): values for (row, col, _), values in zip(wanted, numbers)}
-        for row, window in enumerate(group):
-            fill(scores, window, [found.get((row, window.position(t) - 1), (None, None, None))
-                                  for t in range(window.score_from, window.score_to)])
-            if progress is not None:
-                progress(window.score_to - window.score_from)
-    return scores  # type: ignore[return-value]
-
-
 def score(model: Model, texts: Sequence[list[int]], prefix: list[int], stride: int | None = None, *,
           batched: bool = True, progress: Progress | None = None) -> list[list[Score]]:
-    """Every token of every text scored after `prefix`; the batched path where the model allows it."""
-    if batched and can_batch(model):
-        return score_batched(model, texts, prefix, stride, progress=progress)
-    threads = 1 if can_batch(model) else 4  # a server answers several requests at once; a CPU does not
-    return score_sessions(model, texts, prefix, stride, threads=threads, progress=progress)
+    """Every token of every text scored after `prefix`."""
+    scores = empty_scores(texts)
+    windows = plan_all(model, texts, prefix, stride)
+
+    def done(index: int) -> None:
+        if progress is not None:
+            progress(windows[index].score_to - windows[index].score_from)
+
+    ids = [w.ids for w in windows]
+    numbers = model.score_windows(ids, done=done) if batched else score_by_sessions(model, ids, done=done)
+    for window, rows in zip(windows, numbers):
+        fill(scores, window, [rows[window.position(t)] for t in range(window.score_from, window.score_to)])
+    return scores  # type: ignore[return-value]
