@@ -32,9 +32,6 @@ class Score:
 
 def text_ids(model: Model, text: str) -> list[int]:
     """The text's token ids without special tokens (the scorer adds the beginning-of-text token itself)."""
-    tokenizer = getattr(model, "tokenizer", None) or getattr(getattr(model, "vocab", None), "tokenizer", None)
-    if tokenizer is not None:
-        return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
     ids = model.encode(text) if text else []
     bos = bos_id(model)
     if ids and bos is not None and ids[0] == bos and not text.startswith(model.decode([bos])):
