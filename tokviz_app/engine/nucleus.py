@@ -37,6 +37,10 @@ def _among_first(probs: torch.Tensor, top_p: float, todo: torch.Tensor, keep: to
     k = min(FIRST, probs.shape[-1] - 1)
     if k < 1:
         return todo
+    fits = probs[todo].amax(-1) * k >= top_p  # else k tokens hold less than top_p: the nucleus is longer
+    todo, longer = todo[fits], todo[~fits]
+    if not len(todo):
+        return longer
     values, order = probs[todo].topk(k + 1, dim=-1)  # one past the last candidate: a tie at the cut shows
     values, order, beyond = values[:, :k], order[:, :k], values[:, k]
     before = values.cumsum(-1) - values  # the mass before each token, most likely first
@@ -48,7 +52,7 @@ def _among_first(probs: torch.Tensor, top_p: float, todo: torch.Tensor, keep: to
             & (last > following))
     rows = todo[done]
     keep[rows] = keep[rows].scatter(-1, order[done], kept[done])
-    return todo[~done]
+    return torch.cat([todo[~done], longer])
 
 
 def _sorted(scores: torch.Tensor, top_p: float) -> torch.Tensor:
