@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import re
@@ -169,6 +170,10 @@ def test_export_tokens_are_inline_and_match_the_page() -> None:
         assert mode_class(s, "prob") in classes.split()
         assert ("tv-prompt-token" in classes) == s.is_prompt
     assert "probability 3.4% · rank 12" in page and "probability 0.01% · rank 2000" in page
+    assert "<p>Settings: T=1, top-k=off, top-p=1. Hover" in page
+    sampled = dataclasses.replace(snapshot(prompt, tokens), settings=SamplingParams(temperature=0.8, top_p=0.9,
+                                                                                     min_p=0.05, seed=3))
+    assert "Settings: T=0.8, top-k=off, top-p=0.9, min-p=0.05, seed=3." in render_html(sampled)
 
 
 def test_export_escapes_text_that_looks_like_html() -> None:

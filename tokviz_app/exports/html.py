@@ -12,7 +12,7 @@ import html
 
 from ..present.compare import delta_classes, hover_lines, summary
 from ..present.scales import DELTA, MODES, SCALE, export_css, legend_entries, level_class, mode_class
-from ..present.text import ChipText, chip_texts, detailed_hover_text, fmt, fmt_general
+from ..present.text import ChipText, chip_texts, detailed_hover_text, fmt, sampling_text
 from .snapshot import SessionSnapshot
 
 # Layout only, mirroring .tv-text / .tv-token / .tv-legend in assets/tokviz.css (colours: export_css).
@@ -82,8 +82,6 @@ def render_html(snapshot: SessionSnapshot, *, mode: str = "prob", palette: str =
         out.append(f"<tr><td>{_e(b.id)}{' (shown)' if b is branch else ''}</td><td>{_e(b.split)}</td>"
                    f"<td>{len(b.tokens)}</td><td>{_e(fmt(b.logprob, 3))}</td>"
                    f"<td>{_e(fmt(b.perplexity, 3))}</td></tr>")
-    s = snapshot.settings
-    out.append(f"</table><p>Settings: temperature {_e(fmt_general(s.temperature))}, top-k {_e(s.top_k)}, "
-               f"top-p {_e(fmt_general(s.top_p))}, seed {_e(s.seed)}, greedy {_e(s.greedy)}. "
+    out.append(f"</table><p>Settings: {_e(sampling_text(snapshot.settings))}. "
                "Hover a token for its numbers.</p></body></html>")
     return "\n".join(out)

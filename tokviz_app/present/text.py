@@ -96,7 +96,8 @@ def fmt_general(value) -> str:
     return format(value, "g") if number(value) is not None else str(value)
 
 
-def _sampling_text(sampling) -> str:
+def sampling_text(sampling) -> str:
+    """Sampling settings in one line: 'T=0.8, top-k=off, top-p=0.9, seed=3' (the samplers that are on)."""
     if sampling.greedy:
         return "greedy"
     seed = f", seed={sampling.seed}" if sampling.seed is not None else ""
@@ -123,7 +124,7 @@ def details_rows(step) -> list[tuple[str, str, str]]:
     if step.partial:
         rows.append(("partial", "bytes", "partial UTF-8 (joins with its neighbours)"))
     if step.sampling is not None:
-        rows.append(("sampling", "sampling", _sampling_text(step.sampling)))
+        rows.append(("sampling", "sampling", sampling_text(step.sampling)))
     return rows
 
 
