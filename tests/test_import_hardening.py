@@ -345,8 +345,7 @@ def hostile_snapshot() -> SessionSnapshot:
 def hostile_numbers() -> SessionSnapshot:
     """Numeric fields the page writes holding the payload: a snapshot that never went through the import."""
     snapshot = hostile_snapshot()
-    object.__setattr__(snapshot.settings, "greedy", PAYLOAD)
-    object.__setattr__(snapshot.settings, "seed", PAYLOAD)
+    object.__setattr__(snapshot.settings, "seed", PAYLOAD)  # (greedy is only read as on/off: "greedy" or not)
     object.__setattr__(snapshot.settings, "top_k", PAYLOAD)
     object.__setattr__(snapshot.settings, "temperature", PAYLOAD)
     for branch in snapshot.branches:
@@ -391,6 +390,6 @@ def test_hostile_snapshot_renders_inert_in_chromium(driver, tmp_path: Path, make
     assert driver.title == f"tokviz – {PAYLOAD}"
     if make is hostile_numbers:
         body = driver.find_element(By.TAG_NAME, "body").text
-        assert f"greedy {PAYLOAD}" in body and f"seed {PAYLOAD}" in body
+        assert f"T={PAYLOAD}, top-k={PAYLOAD}" in body and f"seed={PAYLOAD}" in body
         assert all(chip.get_dom_attribute("data-position") == PAYLOAD for chip in driver.find_elements(
             By.CSS_SELECTOR, ".k.g"))
