@@ -119,12 +119,16 @@ def test_smollm2_sampler_lens_screenshot(smollm2_server, driver) -> None:
     chips = page.css(".tv-token")
     struck = [c for c in chips[3:] if "tv-whatif-zero" in (c.get_dom_attribute("class") or "")]
     others = [c for c in chips[3:] if c not in struck]
+    def shown(selector: str) -> list:  # the open menu only: a closing one stays in the page for its transition
+        return [e for e in page.css(selector) if e.is_displayed()]
+
     for chip in struck + others:  # a struck-through token (else any) whose menu greys alternatives outside the nucleus
         chip.click()
-        page.wait.until(lambda _: len(page.css(".tv-alt")) == 10)
-        if len(page.css(".tv-alt-dropped")) >= 3:
+        page.wait.until(lambda _: len(shown(".tv-alt")) == 10)
+        if len(shown(".tv-alt-dropped")) >= 3:
             break
-    assert "dropped by top-p" in page.css(".tv-alt-menu")[0].text and "of the raw mass" in page.css(".tv-details")[0].text
+    page.wait.until(lambda _: any("dropped by top-p" in menu.text for menu in shown(".tv-alt-menu")))
+    assert "of the raw mass" in page.css(".tv-details")[0].text
     page.css(".tv-logo")[0].click()  # the menu closes, the details keep the token: the same two numbers, greyed too
     page.wait.until(lambda _: not page.css(".tv-alt"))
     driver.execute_script("window.scrollTo(0, 0)")
