@@ -44,6 +44,9 @@ class Page(BrowserPage):
         if seed is not None:
             self.type_into(".tv-sampling .tv-seed input", seed)
         self.css(".tv-sampling .q-expansion-item__container > .q-item")[0].click()  # and closed again
+        # once its animation has ended: the chips below it move until then, and a click at a moving chip was
+        # lost once (a fresh-clone run on a loaded machine)
+        self.wait.until(lambda _: not self.css(".tv-sampling input")[0].is_displayed())
         self.button("Generate to End").click()
         self.wait.until(lambda _: "finished" in self.css(".tv-gen-status")[0].text)
 
