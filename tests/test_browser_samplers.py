@@ -94,6 +94,8 @@ def test_dropped_alternatives_and_what_if_in_chromium(server, driver) -> None:
     page.wait.until(lambda _: not page.css(".tv-alt"))
     shown = [chip.text for chip in page.css(".tv-token, .tv-prompt-token")]
     what_if(page, top_k=1)  # only the most likely token stays possible
+    # the chips' classes are their own element updates, not the status line's: they may land a moment later
+    page.wait.until(lambda _: any("tv-whatif-zero" in c for c in page.chip_classes()))
     classes = page.chip_classes()
     struck = [c for c in classes if "tv-whatif-zero" in c]
     assert struck and len(struck) < len(classes), "some tokens were the model's top-1, some were not"
