@@ -156,6 +156,10 @@ class Model(Protocol):
     capabilities: Capabilities
     notices: list[str]  # what the page should say about this model's numbers
 
+    def background_work(self) -> str:
+        """What the model is still preparing while it already serves (e.g. "optimising…"); "" when nothing."""
+        return ""
+
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...
 

@@ -12,6 +12,7 @@ remembered on disk (`kernel_choices.py`), so later loads skip the timing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -205,3 +206,17 @@ def return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
+
+
+@contextlib.contextmanager
+def intra_op_threads(count: int | None):
+    """torch's intra-op thread count for the calls inside (None: leave it)."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from . import bundled
+from . import bundled, fast_path
 from ..core.contract import Backend, Progress
 from ..core.errors import ModelNotFoundError
 from ..core.types import ModelInfo
@@ -37,6 +37,7 @@ class LocalBackend(Backend):
         self.batching = batching  # one batched inference lane per model
         # CPU fp32 linear layers: "auto" (timed per shape, remembered), "plain", "nt", "nn" or "packed"
         self.cpu_kernels = requested_mode() if cpu_kernels is None else cpu_kernels
+        self.compile = fast_path.requested_mode()  # TOKVIZ_COMPILE: the bundled model's quantised kernels
         self._specs: dict[str, ModelSpec] = {spec.key: spec for spec in CATALOG}
         self._slots: dict[tuple[str, str, str], _Slot] = {}
         self._lock = threading.Lock()
@@ -110,6 +111,9 @@ class LocalBackend(Backend):
                     kernels = choose_kernels(hf_model, self.cpu_kernels)
                 slot.model = LoadedModel(spec, hf_model, tokenizer, device, torch_dtype, time.perf_counter() - started,
                                          batching=self.batching, weight_bytes=weight_bytes, kernels=kernels)
+                if spec.source == "bundled" and device == "cpu" and torch_dtype == torch.float32:
+                    slot.model.fast_path = fast_path.start(hf_model, bundled.gguf_path(), self.compile,
+                                                           on_active=slot.model.lane.use_own_kernel_threads)
             return slot.model
 
     def unload(self, name: str) -> None:

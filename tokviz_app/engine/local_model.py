@@ -17,6 +17,7 @@ from .catalog import ModelSpec
 from . import compare, window_scoring
 from .chat import chat_ids, end_of_turn_ids, has_template
 from .devices import dtype_name
+from .fast_path import FastPath
 from .kernels import KernelReport
 from .lane import InferenceLane
 from .layer_lens import find_lens
@@ -64,6 +65,10 @@ class LoadedModel(Model):
         self.lane = InferenceLane(hf_model, device, batching=batching)
         self._vocab_texts: list[str] | None = None  # built on the first vocabulary search
         self.kernels = kernels  # the CPU kernel choice, where one was made
+        self.fast_path: FastPath | None = None  # the bundled model's quantised kernels (prepared in the background)
+
+    def background_work(self) -> str:
+        return "optimising…" if self.fast_path is not None and self.fast_path.optimising else ""
 
     # --------------------------------------------------------------- text
     def encode(self, text: str) -> list[int]:

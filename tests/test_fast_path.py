@@ -1,0 +1,188 @@
+"""The bundled model's fast path: exact kernels on its GGUF's own quantised blocks (engine/fast_path.py).
+
+The kernels are checked against a float64 product with the dequantised weights; the real model on the fast
+path against the independent forward of tests/reference.py (transformers alone, fp32 weights)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from tests.reference import assert_step_matches, full_logits
+from tokviz_app.engine import ModelManager, SamplingParams, fast_path
+from tokviz_app.engine.quant_library import QuantUnavailable, load_library
+from tokviz_app.engine.quant_linear import QuantLinear
+from tokviz_app.engine.quant_weights import QuantBlocks, matched
+
+
+@pytest.fixture(scope="module")
+def library():
+    try:
+        return load_library()
+    except QuantUnavailable as error:  # the fast path's own fallback is tested below
+        pytest.skip(f"no fast path on this machine: {error}")
+
+
+def random_blocks(kind: str, rows: int, columns: int, seed: int) -> QuantBlocks:
+    g = torch.Generator().manual_seed(seed)
+    shape = (rows, columns // 32)
+    scales = (torch.rand(shape, generator=g) * 0.02 + 1e-3).half().float()  # fp16 values, as in a GGUF
+    if kind == "q4_1":
+        quants = torch.randint(0, 256, (*shape, 16), dtype=torch.uint8, generator=g)
+        return QuantBlocks(kind, quants, scales, (torch.randn(shape, generator=g) * 0.05).half().float())
+    return QuantBlocks(kind, torch.randint(-128, 128, (*shape, 32), dtype=torch.int8, generator=g), scales, None)
+
+
+def layer(blocks: QuantBlocks, library, bias: bool = False) -> QuantLinear:
+    out_features, in_features = blocks.shape
+    dense = torch.nn.Linear(in_features, out_features, bias=bias)
+    dense.weight = torch.nn.Parameter(blocks.dequantised(), requires_grad=False)
+    return QuantLinear(dense, blocks, library, 16, None if dense.bias is None else dense.bias.detach())
+
+
+@pytest.mark.parametrize("kind", ["q4_1", "q8_0"])
+@pytest.mark.parametrize(("rows", "columns"), [(1, 32), (67, 96), (200, 576), (1536, 576), (576, 1536)])
+def test_kernels_equal_the_dequantised_product(library, kind, rows, columns):
+    quant = layer(random_blocks(kind, rows, columns, seed=rows + columns), library, bias=True)
+    weight = quant.dense.weight.double()
+    for count in (1, 2, 3, 5, 8, 9, 16, 17):  # 17: more than the kernels take, the fp32 layer serves
+        x = torch.randn(count, columns)
+        with torch.inference_mode():
+            got = quant(x.view(1, count, columns))
+        expected = x.double() @ weight.T + quant.bias.double()
+        scale = (x.double().abs() @ weight.abs().T).max()  # the size of the terms summed
+        assert got.shape == (1, count, rows)
+        assert (got[0].double() - expected).abs().max() <= 1e-6 * scale, (kind, rows, columns, count)
+
+
+def test_kernels_give_the_same_numbers_from_many_threads_at_once(library):
+    quant = layer(random_blocks("q4_1", 1536, 576, seed=1), library)
+    inputs = [torch.randn(1 + i % 4, 576) for i in range(8)]
+    with torch.inference_mode():
+        alone = [quant(x) for x in inputs]
+    results: dict[int, list[torch.Tensor]] = {}
+
+    def work(index: int) -> None:
+        with torch.inference_mode():
+            results[index] = [quant(x) for _ in range(20) for x in inputs]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got in results.values():  # each column is summed by one thread in one order: bit for bit the same
+        assert all(torch.equal(a, b) for a, b in zip(got, alone * 20))
+
+
+def test_blocks_are_matched_to_reordered_rows_and_refused_for_other_weights():
+    blocks = random_blocks("q4_1", 64, 96, seed=3)
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    weight = blocks.dequantised()[order]  # as the GGUF conversion reorders q/k rows
+    found = matched(blocks, weight)
+    assert found is not None and torch.equal(found.dequantised(), weight)
+    weight[5, 7] += 1e-6
+    assert matched(blocks, weight) is None
+    assert matched(blocks, weight[:, :64]) is None
+
+
+# ------------------------------------------------------------------ the real bundled model
+pytestmark_real = pytest.mark.slow
+
+
+def load_bundled(monkeypatch, **env) -> object:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return ModelManager(device="cpu").load("smollm2-135m")
+
+
+def quant_layers(model) -> list[QuantLinear]:
+    return [m for m in model.hf_model.modules() if isinstance(m, QuantLinear)]
+
+
+def check_against_reference(model, params: SamplingParams, steps: int = 6) -> None:
+    session = model.start("The capital of France is", params)
+    session.generate(steps)
+    logits = full_logits(model, session.token_ids)
+    n_prompt = len(session.prompt_tokens)
+    for token in session.tokens:
+        assert_step_matches(token, logits[n_prompt + token.position - 1], greedy=params.greedy,
+                            temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
+    session.close()
+
+
+@pytestmark_real
+def test_fast_path_serves_the_bundled_model_with_the_reference_numbers(monkeypatch):
+    model = load_bundled(monkeypatch, TOKVIZ_COMPILE="auto")
+    assert model.fast_path.wait(120), "the fast path should be ready within two minutes"
+    assert model.fast_path.active, model.fast_path.line
+    assert model.background_work() == ""
+    assert len(quant_layers(model)) == 30 * 7 + 1  # every matrix of every block, and the output head
+    assert model.lane.decode_threads == 1
+    check_against_reference(model, SamplingParams(greedy=True))
+    check_against_reference(model, SamplingParams(temperature=0.8, top_k=40, top_p=0.9, seed=7))
+    # several sessions at once: their steps are batched, the kernels take several rows
+    results = {}
+
+    def run(index: int) -> None:
+        session = model.start(["Paris is", "One, two,", "The sea"][index], SamplingParams(greedy=True))
+        session.generate(5)
+        results[index] = session
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert model.lane.stats["max_batch"] >= 2
+    for session in results.values():
+        logits = full_logits(model, session.token_ids)
+        n_prompt = len(session.prompt_tokens)
+        for token in session.tokens:
+            assert_step_matches(token, logits[n_prompt + token.position - 1], greedy=True)
+
+
+@pytestmark_real
+def test_the_model_serves_while_the_fast_path_is_prepared(monkeypatch):
+    release = threading.Event()
+    real_load = fast_path.load_library
+
+    def held_load():  # the real preparation, held back until the test has used the model
+        assert release.wait(120)
+        return real_load()
+
+    monkeypatch.setattr(fast_path, "load_library", held_load)
+    model = load_bundled(monkeypatch, TOKVIZ_COMPILE="auto")
+    assert model.background_work() == "optimising…" and model.fast_path.optimising
+    check_against_reference(model, SamplingParams(greedy=True), steps=3)
+    assert not quant_layers(model) and model.lane.decode_threads is None
+    release.set()
+    assert model.fast_path.wait(120) and model.fast_path.active
+    assert model.background_work() == "" and quant_layers(model)
+    check_against_reference(model, SamplingParams(greedy=True), steps=3)
+
+
+@pytestmark_real
+def test_compile_off_keeps_the_fp32_layers(monkeypatch):
+    model = load_bundled(monkeypatch, TOKVIZ_COMPILE="off")
+    assert not model.fast_path.optimising and not model.fast_path.active
+    assert "TOKVIZ_COMPILE=off" in model.fast_path.line
+    assert model.background_work() == "" and not quant_layers(model)
+    check_against_reference(model, SamplingParams(greedy=True), steps=3)
+
+
+@pytestmark_real
+def test_without_a_compiler_the_fp32_layers_serve(monkeypatch, tmp_path):
+    monkeypatch.delenv("CC", raising=False)
+    model = load_bundled(monkeypatch, TOKVIZ_COMPILE="auto", PATH=str(tmp_path))  # no cc, gcc or clang there
+    assert model.fast_path.wait(60) and not model.fast_path.active
+    assert "no C compiler" in model.fast_path.line and not quant_layers(model)
+    check_against_reference(model, SamplingParams(greedy=True), steps=3)
+
+
+def test_an_unknown_compile_mode_is_refused(monkeypatch):
+    monkeypatch.setenv("TOKVIZ_COMPILE", "sometimes")
+    with pytest.raises(ValueError, match="TOKVIZ_COMPILE"):
+        fast_path.requested_mode()

@@ -1,0 +1,151 @@
+"""The bundled model's fast path, prepared in the background while the fp32 model already serves.
+
+Its GGUF holds every matrix as Q4_1 (the embedding / output head as Q8_0) blocks; the fp32 model is those
+blocks dequantised. A decoding step reads ~540 MB of fp32 weights, the blocks are ~110 MB: multiplying by
+the blocks directly (`exact_quant.c`, built on this machine) gives the same numbers to fp32 rounding at a
+fraction of the time. Preparing it (build or load the library, read and verify the blocks, time both paths)
+takes seconds, so it runs on its own thread; the page says "optimising…" meanwhile. Layers are swapped one
+attribute at a time, each computing the same function, so a forward pass running meanwhile stays right.
+
+TOKVIZ_COMPILE=auto (default) | off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .kernels import intra_op_threads, return_freed_memory
+from .quant_library import QuantUnavailable, load_library
+from .quant_linear import QuantLinear
+from .quant_weights import matched, read_gguf_blocks
+
+MODES = ("auto", "off")
+ROW_COUNTS = (1, 4, 8, 16)  # decoding batches timed against the fp32 layers
+log = logging.getLogger("tokviz.kernels")
+
+
+def requested_mode(default: str = "auto") -> str:
+    mode = os.environ.get("TOKVIZ_COMPILE", default).strip().lower() or default
+    if mode not in MODES:
+        raise ValueError(f"TOKVIZ_COMPILE={mode!r}: use one of {', '.join(MODES)}")
+    return mode
+
+
+class FastPath:
+    """One model's optimisation: running (`optimising`), then `line` says what came of it."""
+
+    def __init__(self, on_active: Callable[[], None]) -> None:
+        self.on_active = on_active
+        self.line = "optimising…"
+        self.active = False  # the quantised kernels serve decoding steps
+        self._done = threading.Event()
+
+    @property
+    def optimising(self) -> bool:
+        return not self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def finish(self, line: str, active: bool = False) -> None:
+        self.line, self.active = line, active
+        if active:
+            self.on_active()
+        log.info("%s", line)
+        self._done.set()
+
+
+def start(hf_model: torch.nn.Module, gguf: Path, mode: str, on_active: Callable[[], None]) -> FastPath:
+    """Prepare the fast path on a thread of its own; `on_active` runs once its layers serve."""
+    fast = FastPath(on_active)
+    if mode == "off":
+        fast.finish("Fast path off (TOKVIZ_COMPILE=off): the fp32 layers serve.")
+        return fast
+    threading.Thread(target=prepare, args=(hf_model, gguf, fast), name="tokviz fast path", daemon=True).start()
+    return fast
+
+
+def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath) -> None:
+    started = time.perf_counter()
+    try:
+        library = load_library()
+        plan = []
+        for path, blocks in read_gguf_blocks(gguf).items():
+            parent_path, _, name = path.rpartition(".")
+            module = hf_model.get_submodule(path)
+            weight, bias = dense_parameters(module)
+            exact = matched(blocks, weight) if weight is not None else None
+            if exact is not None:
+                parent = hf_model.get_submodule(parent_path) if parent_path else hf_model
+                plan.append((path, parent, name, module, exact, bias))
+        if not plan:
+            raise QuantUnavailable("no layer of the model matches its GGUF's blocks")
+        max_rows, timings = fastest_rows(plan, library)
+        how = f"built in {library.built_seconds:.1f} s" if library.built_seconds else "built before"
+        if max_rows == 0:
+            fast.finish(f"Fast path not used: its kernels ({how}) were slower than the fp32 layers here ({timings}).")
+            return
+        with torch.no_grad():
+            for _, parent, name, module, blocks, bias in plan:
+                setattr(parent, name, QuantLinear(module, blocks, library, max_rows, bias))
+        return_freed_memory()  # the dequantised copies the check made
+        megabytes = sum(blocks.nbytes for *_, blocks, _ in plan) / 1e6
+        kinds = "/".join(sorted({blocks.kind.upper() for *_, blocks, _ in plan}))
+        fast.finish(f"Fast path: exact {kinds} kernels on the GGUF's own blocks ({megabytes:.0f} MB, {how}) for "
+                    f"{len(plan)} layers, decoding batches up to {max_rows} rows; {timings}; ready in "
+                    f"{time.perf_counter() - started:.1f} s.", active=True)
+    except QuantUnavailable as error:
+        fast.finish(f"Fast path unavailable ({error}): the fp32 layers serve.")
+    except Exception as error:  # never worse than the fp32 model that already serves
+        log.warning("the fast path failed", exc_info=error)
+        fast.finish(f"Fast path failed ({type(error).__name__}: {error}): the fp32 layers serve.")
+
+
+def dense_parameters(module: torch.nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(weight [out, in] fp32, bias) of any layout `kernels.py` may have chosen, else (None, None)."""
+    weight = getattr(module, "weight", None)
+    if weight is None and getattr(module, "weight_t", None) is not None:  # linear_layouts.NNLinear
+        weight = module.weight_t.t()
+    if not isinstance(weight, torch.Tensor):
+        return None, None
+    bias = getattr(module, "bias", None)
+    dense = lambda t: t.to_dense() if t.is_mkldnn else t  # noqa: E731  (oneDNN-packed layouts)
+    return dense(weight.detach()), None if bias is None else dense(bias.detach())
+
+
+def fastest_rows(plan: list, library) -> tuple[int, str]:
+    """Time the layers of one decoder block both ways at 1-16 rows: the quantised kernels serve up to the
+    largest row count at which they are faster (0: never)."""
+    block = [entry for entry in plan if ".layers.0." in entry[0]] or plan[:7]
+    layers = [(module, QuantLinear(module, blocks, library, library.max_rows, bias))
+              for _, _, _, module, blocks, bias in block]
+    best = {"quant": {}, "fp32": {}}
+    with torch.inference_mode():
+        for rows in ROW_COUNTS:
+            inputs = [torch.randn(1, rows, quant.in_features) for _, quant in layers]
+            for _ in range(3):  # interleaved rounds, best of each; each timed as decoding steps run it
+                for kind, index, threads in (("fp32", 0, None), ("quant", 1, 1)):
+                    with intra_op_threads(threads):
+                        for pair, x in zip(layers, inputs):  # warm-up: wakes the threads the timing uses
+                            pair[index](x)
+                        t0 = time.perf_counter()
+                        for pair, x in zip(layers, inputs):
+                            pair[index](x)
+                        seconds = time.perf_counter() - t0
+                    best[kind][rows] = min(best[kind].get(rows, seconds), seconds)
+    max_rows = 0
+    for rows in ROW_COUNTS:
+        if best["quant"][rows] >= best["fp32"][rows]:
+            break
+        max_rows = rows
+    ms = lambda kind: "/".join(f"{best[kind][r] * 1e3:.2f}" for r in ROW_COUNTS)  # noqa: E731
+    return max_rows, f"ms for one block's layers at {'/'.join(map(str, ROW_COUNTS))} rows: " \
+                     f"quantised {ms('quant')}, fp32 {ms('fp32')}"
+

@@ -1,0 +1,99 @@
+"""Build and load `exact_quant.c`: compiled once on the user's machine (-march=native), remembered on disk.
+
+The shared library is keyed by the source, the compiler, its flags and the CPU, so a later start loads it
+in milliseconds and another machine (or a newer compiler) builds its own. Where no C compiler is found or the
+build fails, `QuantUnavailable` says why and the caller keeps the fp32 path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("exact_quant.c")
+FLAGS = ("-O3", "-march=native", "-pthread", "-shared", "-fPIC")
+_build_lock = threading.Lock()
+
+
+class QuantUnavailable(RuntimeError):
+    """The exact quantised kernels cannot run here (the message says why)."""
+
+
+@dataclass
+class QuantLibrary:
+    path: Path
+    built_seconds: float  # 0 where it was already built
+    max_rows: int
+    vector_width: int  # fp32 lanes of the vector unit it was built for (1: no AVX2, scalar code)
+    q4_1: ctypes._CFuncPtr
+    q8_0: ctypes._CFuncPtr
+
+
+def _compiler() -> str:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    raise QuantUnavailable("no C compiler (cc, gcc or clang) was found")
+
+
+def _cpu_line() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return os.uname().machine
+    wanted = [line for line in lines if line.startswith(("model name", "flags"))]
+    return "\n".join(wanted[:2])
+
+
+def library_path(compiler: str) -> Path:
+    from .bundled import cache_root
+
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        raise QuantUnavailable(f"the C compiler does not run: {error}") from error
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), version, " ".join(FLAGS), _cpu_line()]).encode())
+    return cache_root() / "kernels" / f"exact_quant-{key.hexdigest()[:16]}.so"
+
+
+def build(path: Path, compiler: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True,
+                              timeout=300)
+        if done.returncode != 0:
+            raise QuantUnavailable(f"the C compiler failed: {done.stderr.strip()[-500:]}")
+        tmp.replace(path)  # atomic: another process never loads half a file
+    except (OSError, subprocess.SubprocessError) as error:
+        raise QuantUnavailable(f"building the kernels failed: {error}") from error
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_library() -> QuantLibrary:
+    import time
+
+    started = time.perf_counter()
+    with _build_lock:
+        compiler = _compiler()
+        path = library_path(compiler)
+        fresh = not path.is_file()
+        if fresh:
+            build(path, compiler)
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as error:
+            raise QuantUnavailable(f"the built kernels do not load: {error}") from error
+    pointer, rows, width = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.tokviz_q4_1_matmul.argtypes = [pointer, rows, rows, pointer, pointer, pointer, pointer, rows, width]
+    lib.tokviz_q8_0_matmul.argtypes = [pointer, rows, rows, pointer, pointer, pointer, rows, width]
+    lib.tokviz_q4_1_matmul.restype = lib.tokviz_q8_0_matmul.restype = ctypes.c_int
+    return QuantLibrary(path, time.perf_counter() - started if fresh else 0.0, lib.tokviz_max_rows(),
+                        lib.tokviz_vector_width(), lib.tokviz_q4_1_matmul, lib.tokviz_q8_0_matmul)
