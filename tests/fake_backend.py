@@ -317,6 +317,9 @@ class FakeModel(FakeScoring, Model):
         self.notices: list[str] = []
         self.salt = salt
 
+    def background_work(self) -> str:
+        return "optimising…" if self.manager.optimising.is_set() else ""
+
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(streams=self.manager.streams, chat_template=self.manager.chat_template,
@@ -431,6 +434,7 @@ class FakeModelManager(ModelRegistry):
         self.steps = 0
         self.closed_sessions = 0
         self.sessions: list[FakeSession] = []
+        self.optimising = threading.Event()  # a test sets it: loaded models say "optimising…" until cleared
 
     def catalog(self) -> list[ModelInfo]:
         with self._lock:

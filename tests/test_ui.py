@@ -58,6 +58,31 @@ async def test_initialize_shows_progress_then_ready(user: User, tokviz_page) -> 
     assert user.find(marker="model-select").elements.pop().options["gpt2"] == "GPT-2 — loaded"
 
 
+async def test_model_is_usable_while_it_still_optimises(user: User, tokviz_page) -> None:
+    """The bundled model's fast path is prepared in the background: the page says so, generation works
+    meanwhile, and the status line drops the note once it is done."""
+    app = tokviz_page()
+    app.manager.optimising.set()
+    await user.open("/")
+    c = app.controllers[0]
+    user.find("Initialize Model").click()
+    await wait_until(lambda: c.state.model is not None, message="model loaded")
+    await user.should_see(content="Still optimising…")
+    user.find("Generate Next Token").click()
+    await idle(c)
+    assert len(chips(user)) == 1 and "Still optimising…" in status_text(user)
+    app.manager.optimising.clear()
+    await wait_until(lambda: "optimising" not in status_text(user), message="the note to go")
+    assert status_text(user).startswith("Ready: GPT-2 on cpu (float32)")
+    user.find("Generate Next Token").click()
+    await idle(c)
+    assert len(chips(user)) == 2
+
+
+def status_text(user: User) -> str:
+    return user.find(marker="model-status").elements.pop().text
+
+
 @pytest.mark.parametrize(("key", "expected"), [
     ("no/such-model", "'no/such-model' is neither a known model"),
     ("offline-model", "You are offline"),

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nicegui import background_tasks
+from nicegui import background_tasks, ui
 
 from ...core.contract import Model
 from ...core.errors import TokvizError
@@ -100,11 +100,27 @@ class Models:
             tab.say("")
         state.error = ""
         tab.views.show_model()
-        tab.views.picker.set_status(f"Ready: {model.label} on {model.device} ({model.dtype}), "
-                                    f"context {model.context_length or 'unknown'} tokens, "
-                                    f"vocabulary {model.vocab_size or 'unknown'}.")
+        self._show_ready(model)
         tab.views.picker.set_notes(model.notices)
         tab.refresh()
+
+    def _show_ready(self, model: Model) -> None:
+        """The status line; while the model still prepares something in the background (the bundled model's
+        fast path: it serves meanwhile), it says so until that ends."""
+        picker, working = self.tab.views.picker, model.background_work()
+        picker.set_status(f"Ready: {model.label} on {model.device} ({model.dtype}), "
+                          f"context {model.context_length or 'unknown'} tokens, "
+                          f"vocabulary {model.vocab_size or 'unknown'}." + (f" Still {working}" if working else ""))
+        if working:
+            def check() -> None:
+                if self.tab.state.closed or self.tab.state.model is not model:
+                    timer.cancel()
+                elif not model.background_work():
+                    timer.cancel()
+                    self._show_ready(model)
+
+            with picker.status.parent_slot:  # beside the status line (the notes below are rebuilt)
+                timer = ui.timer(0.5, check)
 
     def _failed(self, key: str, error: Exception) -> None:
         tab = self.tab
