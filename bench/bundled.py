@@ -3,7 +3,8 @@
     uv run python bench/bundled.py [--model smollm2-135m|gpt2] [--compile] [--steps 40] [--json]
 
 Greedy decoding after a 17-token prompt, every engine on the same thread count:
-- tokviz `step()` (the token's statistics included: softmax, entropy, rank, top-10);
+- tokviz `step()` (the token's statistics included: softmax, entropy, rank, top-10), on the fast path (the
+  GGUF's own quantised blocks, `engine/fast_path.py`) and with the fp32 layers (TOKVIZ_COMPILE=off);
 - plain transformers: a KV-cached forward of the same fp32 weights, unmodified `from_pretrained`;
 - with --compile, the same forward under `torch.compile` with a `StaticCache` (the first call compiles);
 - llama.cpp on the same GGUF (llama-cpp-python from /opt/llama-venv or $LLAMA_PYTHON, a separate process), plus
@@ -111,13 +112,22 @@ def main() -> None:
     from tokviz_app.engine import bundled
 
     folder = bundled.ensure_converted() if args.model == "smollm2-135m" else build_random_gpt2(args.model)
-    model = ModelManager(device="cpu").load("smollm2-135m" if args.model == "smollm2-135m" else str(folder))
-    ids = model.tokenizer(PROMPT)["input_ids"]
-    session = model.start_from_ids(ids, SamplingParams(greedy=True))
-    results: dict = {"model": args.model, "machine": machine.describe(), "threads": torch.get_num_threads(),
-                     "kernels": model.kernels.line() if model.kernels else "n/a",
-                     "tokviz_ms": median_ms(session.step, args.steps)}
-    session.close()
+    key = "smollm2-135m" if args.model == "smollm2-135m" else str(folder)
+    results: dict = {"model": args.model, "machine": machine.describe(), "threads": torch.get_num_threads()}
+    for compile_mode in ("off", "auto") if args.model == "smollm2-135m" else ("off",):
+        os.environ["TOKVIZ_COMPILE"] = compile_mode
+        manager = ModelManager(device="cpu")
+        model = manager.load(key)
+        if model.fast_path is not None:
+            model.fast_path.wait()
+            results["fast_path"] = model.fast_path.line
+        results["kernels"] = model.kernels.line() if model.kernels else "n/a"
+        ids = model.tokenizer(PROMPT)["input_ids"]
+        session = model.start_from_ids(ids, SamplingParams(greedy=True))
+        results["tokviz_fast_ms" if model.fast_path and model.fast_path.active else "tokviz_ms"] = \
+            median_ms(session.step, args.steps)
+        session.close()
+        manager.unload(key)
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     weight_bytes = sum(p.numel() * 4 for p in hf.parameters())  # tied weights are counted once
     results["weights_mb"] = weight_bytes / 1e6
@@ -142,9 +152,13 @@ def report(r: dict) -> None:
           f"{r['weights_mb']:.0f} MB of fp32 weights")
     print(f"machine: {machine.line(r['machine'])}")
     print(f"kernels: {r['kernels']}")
+    if "fast_path" in r:
+        print(r["fast_path"])
     llama = r["llama_cpp_ms"]
     rows = [("llama.cpp (same GGUF) + softmax, top-10 in numpy", llama),
-            ("tokviz step()", r["tokviz_ms"]), ("plain transformers forward", r["plain_ms"]),
+            ("tokviz step(), fast path (exact quantised kernels)", r.get("tokviz_fast_ms")),
+            ("tokviz step(), fp32 layers" + (" (TOKVIZ_COMPILE=off)" if llama else ""), r["tokviz_ms"]),
+            ("plain transformers forward", r["plain_ms"]),
             ("torch.compile + StaticCache", r.get("compiled_ms")),
             ("fp32 floor: one pass over the weights (sum)", r["floor_sum_ms"]),
             ("fp32 floor: one matrix-vector product", r["floor_gemv_ms"])]
