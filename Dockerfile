@@ -9,6 +9,8 @@ ENV PYTHONUNBUFFERED=1 \
     UV_PROJECT_ENVIRONMENT=/app/.venv
 
 RUN pip install --no-cache-dir uv
+# A C compiler: on CPU, the bundled model's fast path compiles its kernels on first use (README: Performance).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 
 # Dependencies first (PyPI's torch wheel is the CUDA build), so code edits rebuild fast.

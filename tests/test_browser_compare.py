@@ -65,7 +65,9 @@ class Page:
     def type_into(self, selector: str, text: str) -> None:
         from selenium.webdriver.common.keys import Keys
 
-        box = self.css(selector)[0]
+        # a box revealed by the last click arrives with the server's answer: wait until it can take keys
+        box = self.wait.until(lambda _: next((b for b in self.css(selector) if b.is_displayed() and b.is_enabled()),
+                                             False))
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(Keys.DELETE)
         box.send_keys(text)

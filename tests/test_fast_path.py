@@ -5,6 +5,7 @@ path against the independent forward of tests/reference.py (transformers alone, 
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -186,3 +187,19 @@ def test_an_unknown_compile_mode_is_refused(monkeypatch):
     monkeypatch.setenv("TOKVIZ_COMPILE", "sometimes")
     with pytest.raises(ValueError, match="TOKVIZ_COMPILE"):
         fast_path.requested_mode()
+
+
+@pytestmark_real
+def test_a_process_exits_cleanly_while_the_fast_path_is_prepared():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("from tokviz_app.engine import ModelManager\n"
+              "model = ModelManager(device='cpu').load('smollm2-135m')\n"
+              "assert model.background_work() == 'optimising…'\n"
+              "print('exiting')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "TOKVIZ_COMPILE": "auto"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exiting" in done.stdout

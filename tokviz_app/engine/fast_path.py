@@ -12,10 +12,12 @@ TOKVIZ_COMPILE=auto (default) | off.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -46,6 +48,8 @@ class FastPath:
         self.line = "optimising…"
         self.active = False  # the quantised kernels serve decoding steps
         self._done = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.exiting = False  # the interpreter is exiting: stop preparing
 
     @property
     def optimising(self) -> bool:
@@ -68,8 +72,28 @@ def start(hf_model: torch.nn.Module, gguf: Path, mode: str, on_active: Callable[
     if mode == "off":
         fast.finish("Fast path off (TOKVIZ_COMPILE=off): the fp32 layers serve.")
         return fast
-    threading.Thread(target=prepare, args=(hf_model, gguf, fast), name="tokviz fast path", daemon=True).start()
+    fast.thread = threading.Thread(target=prepare, args=(hf_model, gguf, fast), name="tokviz fast path", daemon=True)
+    _preparing.add(fast)
+    fast.thread.start()
     return fast
+
+
+class _Exiting(Exception):
+    pass
+
+
+def _stop_all() -> None:
+    """At exit, a daemon thread still inside a torch kernel aborts the process (status 134, as the lane's
+    did): the preparation stops at its next layer, and exit waits for it."""
+    for fast in list(_preparing):
+        fast.exiting = True
+    for fast in list(_preparing):
+        if fast.thread is not None:
+            fast.thread.join(30)
+
+
+_preparing: weakref.WeakSet[FastPath] = weakref.WeakSet()
+atexit.register(_stop_all)
 
 
 def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath) -> None:
@@ -78,6 +102,8 @@ def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath) -> None:
         library = load_library()
         plan = []
         for path, blocks in read_gguf_blocks(gguf).items():
+            if fast.exiting:
+                raise _Exiting
             parent_path, _, name = path.rpartition(".")
             module = hf_model.get_submodule(path)
             weight, bias = dense_parameters(module)
@@ -101,6 +127,8 @@ def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath) -> None:
         fast.finish(f"Fast path: exact {kinds} kernels on the GGUF's own blocks ({megabytes:.0f} MB, {how}) for "
                     f"{len(plan)} layers, decoding batches up to {max_rows} rows; {timings}; ready in "
                     f"{time.perf_counter() - started:.1f} s.", active=True)
+    except _Exiting:
+        fast.finish("Fast path not prepared: the process is exiting.")
     except QuantUnavailable as error:
         fast.finish(f"Fast path unavailable ({error}): the fp32 layers serve.")
     except Exception as error:  # never worse than the fp32 model that already serves
