@@ -10,7 +10,6 @@ at the next step, so its memory goes back with no further activity.
 
 from __future__ import annotations
 
-
 import atexit
 import threading
 import time
