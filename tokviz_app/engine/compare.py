@@ -72,7 +72,10 @@ def _scores(model: Model, ids: list[int], start: int, listed: int, theirs: Itera
 
 
 def is_local(model: Model) -> bool:
-    return hasattr(model, "hf_model") and hasattr(model, "tokenizer")
+    """A model of this engine (its forward passes can run here), not a server's."""
+    from .local_model import LoadedModel  # which imports this module
+
+    return isinstance(model, LoadedModel)
 
 
 def same_vocabulary(a: Model, b: Model) -> bool:
