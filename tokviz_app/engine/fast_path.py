@@ -7,7 +7,7 @@ fraction of the time. Preparing it (build or load the library, read and verify t
 takes seconds, so it runs on its own thread; the page says "optimising…" meanwhile. Layers are swapped one
 attribute at a time, each computing the same function, so a forward pass running meanwhile stays right.
 
-TOKVIZ_COMPILE=auto (default) | off.
+TOKVIZ_COMPILE=auto (default: used where it times faster) | on (whenever it can be built) | off.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .quant_library import QuantUnavailable, load_library
 from .quant_linear import QuantLinear
 from .quant_weights import matched, read_gguf_blocks
 
-MODES = ("auto", "off")
+MODES = ("auto", "on", "off")  # on: whenever it can be built, without timing it against the fp32 layers
 ROW_COUNTS = (1, 4, 8, 16)  # decoding batches timed against the fp32 layers
 log = logging.getLogger("tokviz.kernels")
 
@@ -72,7 +72,7 @@ def start(hf_model: torch.nn.Module, gguf: Path, mode: str, on_active: Callable[
     if mode == "off":
         fast.finish("Fast path off (TOKVIZ_COMPILE=off): the fp32 layers serve.")
         return fast
-    fast.thread = threading.Thread(target=prepare, args=(hf_model, gguf, fast), name="tokviz fast path", daemon=True)
+    fast.thread = threading.Thread(target=prepare, args=(hf_model, gguf, fast, mode), name="tokviz fast path", daemon=True)
     _preparing.add(fast)
     fast.thread.start()
     return fast
@@ -96,7 +96,7 @@ _preparing: weakref.WeakSet[FastPath] = weakref.WeakSet()
 atexit.register(_stop_all)
 
 
-def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath) -> None:
+def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath, mode: str = "auto") -> None:
     started = time.perf_counter()
     try:
         library = load_library()
@@ -113,7 +113,10 @@ def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath) -> None:
                 plan.append((path, parent, name, module, exact, bias))
         if not plan:
             raise QuantUnavailable("no layer of the model matches its GGUF's blocks")
-        max_rows, timings = fastest_rows(plan, library)
+        if mode == "on":
+            max_rows, timings = library.max_rows, "not timed (TOKVIZ_COMPILE=on)"
+        else:
+            max_rows, timings = fastest_rows(plan, library)
         how = f"built in {library.built_seconds:.1f} s" if library.built_seconds else "built before"
         if max_rows == 0:
             fast.finish(f"Fast path not used: its kernels ({how}) were slower than the fp32 layers here ({timings}).")
