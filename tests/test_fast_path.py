@@ -219,3 +219,19 @@ def test_a_process_exits_cleanly_while_the_fast_path_is_prepared():
                           cwd=Path(__file__).resolve().parents[1], env={**os.environ, "TOKVIZ_COMPILE": "auto"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "exiting" in done.stdout
+
+
+def test_one_openmp_thread_for_this_thread_only():
+    """The lane's decoding steps run torch's ops on one OpenMP thread beside the kernels' own threads; a
+    thread that starts meanwhile keeps torch's full count (torch.set_num_threads would hand it 1 for good)."""
+    from tokviz_app.engine.kernels import _openmp, this_threads_openmp
+
+    full = torch.get_num_threads()
+    seen = {}
+    with this_threads_openmp(1):
+        seen["inside"] = torch.get_num_threads()
+        other = threading.Thread(target=lambda: (torch.ones(1_000_000).sum(), seen.update(other=torch.get_num_threads())))
+        other.start()
+        other.join()
+    assert seen["other"] == full and torch.get_num_threads() == full
+    assert seen["inside"] == (1 if _openmp() is not None else full)  # OpenMP: torch's Linux wheels

@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from .kernels import intra_op_threads, return_freed_memory
+from .kernels import return_freed_memory, this_threads_openmp
 from .quant_library import QuantUnavailable, load_library
 from .quant_linear import QuantLinear
 from .quant_weights import matched, read_gguf_blocks
@@ -161,9 +161,9 @@ def fastest_rows(plan: list, library) -> tuple[int, str]:
     with torch.inference_mode():
         for rows in ROW_COUNTS:
             inputs = [torch.randn(1, rows, quant.in_features) for _, quant in layers]
-            for _ in range(3):  # interleaved rounds, best of each; each timed as decoding steps run it
-                for kind, index, threads in (("fp32", 0, None), ("quant", 1, 1)):
-                    with intra_op_threads(threads):
+            for _ in range(3):  # interleaved rounds, best of each
+                for kind, index, threads in (("fp32", 0, None), ("quant", 1, 1)):  # as decoding steps run them
+                    with this_threads_openmp(threads):
                         for pair, x in zip(layers, inputs):  # warm-up: wakes the threads the timing uses
                             pair[index](x)
                         t0 = time.perf_counter()

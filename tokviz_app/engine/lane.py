@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from ..core.errors import CancelledWork
-from .kernels import intra_op_threads, return_freed_memory
+from .kernels import return_freed_memory, this_threads_openmp
 from .resident import ResidentBatch, Slot, bucket_of, is_growing, new_cache, relayout
 
 PREFILL_CHUNK_IDLE = 512  # tokens per prefill forward when nobody else is waiting
@@ -61,14 +61,13 @@ class InferenceLane:
         self._batches: dict[int, ResidentBatch] = {}  # bucket -> resident batch
         self._last_chunk: tuple[int, float] | None = None  # (tokens, seconds) of the last prefill chunk
         self.stats = {"batches": 0, "batched_rows": 0, "prefill_chunks": 0, "rebuilds": 0, "max_batch": 0}
-        # torch's intra-op threads during decoding steps (None: as set). The fast path's kernels run on their
-        # own threads; torch's pool spinning beside them on the same cores made a step 4x slower.
+        # torch's OpenMP threads in this lane's decoding steps (None: as set). The fast path's kernels run on
+        # threads of their own; each of torch's small parallel ops beside them woke a sleeping worker.
         self.decode_threads: int | None = None
 
     # ------------------------------------------------------------------ API
-    def use_own_kernel_threads(self) -> None:
-        """The model's layers now run on threads of their own in decoding steps (fast_path.py): torch's
-        ops beside them get one thread."""
+    def use_one_openmp_thread(self) -> None:
+        """The model's matrix products now run on the fast path's own threads in decoding steps."""
         self.decode_threads = 1
 
     def new_slot(self) -> Slot:
@@ -235,7 +234,7 @@ class InferenceLane:
 
     def _decode(self, requests: list[_Request]) -> None:
         if not self.batching:
-            with intra_op_threads(self.decode_threads):
+            with this_threads_openmp(self.decode_threads):
                 for r in requests:
                     self._prefill_chunk(r)
             return
@@ -263,7 +262,7 @@ class InferenceLane:
         for r in requests:
             by_batch.setdefault(r.slot.batch.bucket, []).append(r)
         for b, batch_requests in by_batch.items():
-            with intra_op_threads(self.decode_threads):
+            with this_threads_openmp(self.decode_threads):
                 logits = self._batches[b].step(self.hf_model, self.device,
                                                [(r.slot, r.ids[0]) for r in batch_requests])
             self.stats["batches"] += 1
