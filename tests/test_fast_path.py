@@ -230,7 +230,8 @@ def test_one_openmp_thread_for_this_thread_only():
     seen = {}
     with this_threads_openmp(1):
         seen["inside"] = torch.get_num_threads()
-        other = threading.Thread(target=lambda: (torch.ones(1_000_000).sum(), seen.update(other=torch.get_num_threads())))
+        first_op = lambda: (torch.ones(1_000_000).sum(), seen.update(other=torch.get_num_threads()))  # noqa: E731
+        other = threading.Thread(target=first_op)
         other.start()
         other.join()
     assert seen["other"] == full and torch.get_num_threads() == full

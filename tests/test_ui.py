@@ -79,6 +79,26 @@ async def test_model_is_usable_while_it_still_optimises(user: User, tokviz_page)
     assert len(chips(user)) == 2
 
 
+async def test_the_end_of_optimising_leaves_a_load_in_progress_on_the_status_line(user: User, tokviz_page) -> None:
+    app = tokviz_page(load_delay=1.5)
+    app.manager.optimising.set()
+    await user.open("/")
+    c = app.controllers[0]
+    user.find("Initialize Model").click()
+    await wait_until(lambda: c.state.model is not None, message="model loaded")
+    await user.should_see(content="Still optimising…")
+    user.find(marker="model-select").elements.pop().value = "distilgpt2"
+    user.find("Initialize Model").click()
+    await wait_until(lambda: c.state.loading, message="the second load")
+    shown, set_status = [], c.views.picker.set_status
+    c.views.picker.set_status = lambda text, **kw: (shown.append(text), set_status(text, **kw))
+    app.manager.optimising.clear()
+    await asyncio.sleep(1.0)  # two ticks of the page's check
+    assert c.state.loading and not any(text.startswith("Ready") for text in shown), shown
+    await wait_until(lambda: c.state.model.key == "distilgpt2", message="the new model")
+    await user.should_see(content="Ready: DistilGPT-2")
+
+
 def status_text(user: User) -> str:
     return user.find(marker="model-status").elements.pop().text
 

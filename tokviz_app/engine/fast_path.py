@@ -72,7 +72,8 @@ def start(hf_model: torch.nn.Module, gguf: Path, mode: str, on_active: Callable[
     if mode == "off":
         fast.finish("Fast path off (TOKVIZ_COMPILE=off): the fp32 layers serve.")
         return fast
-    fast.thread = threading.Thread(target=prepare, args=(hf_model, gguf, fast, mode), name="tokviz fast path", daemon=True)
+    fast.thread = threading.Thread(target=prepare, args=(hf_model, gguf, fast, mode), name="tokviz fast path",
+                                   daemon=True)
     _preparing.add(fast)
     fast.thread.start()
     return fast

@@ -9,9 +9,6 @@ from .quant_library import QuantLibrary
 from .quant_weights import QuantBlocks
 
 
-THREADS = torch.get_num_threads()
-
-
 class QuantLinear(torch.nn.Module):
     def __init__(self, dense: torch.nn.Module, blocks: QuantBlocks, library: QuantLibrary, max_rows: int,
                  bias: torch.Tensor | None) -> None:
@@ -21,6 +18,7 @@ class QuantLinear(torch.nn.Module):
         self.max_rows = min(max_rows, library.max_rows)
         self.out_features, self.in_features = blocks.shape
         self.bias = bias
+        self.threads = torch.get_num_threads()  # the kernels' own pool: as many threads as torch would use
         self._kernel = library.q4_1 if blocks.kind == "q4_1" else library.q8_0
         self._pointers = [blocks.quants.data_ptr(), blocks.scales.data_ptr()]
         if blocks.mins is not None:
@@ -36,7 +34,7 @@ class QuantLinear(torch.nn.Module):
             x = x.contiguous()
         out = torch.empty((*x.shape[:-1], self.out_features))
         if self._kernel(x.data_ptr(), rows, self.in_features, *self._pointers, out.data_ptr(), self.out_features,
-                        THREADS):
+                        self.threads):
             return self.dense(x)  # a shape the kernels refuse (never for the GGUF's layers)
         if self.bias is not None:
             out += self.bias

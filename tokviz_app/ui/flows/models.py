@@ -113,9 +113,10 @@ class Models:
                           f"vocabulary {model.vocab_size or 'unknown'}." + (f" Still {working}" if working else ""))
         if working:
             def check() -> None:
-                if self.tab.state.closed or self.tab.state.model is not model:
+                state = self.tab.state
+                if state.closed or state.model is not model or state.error:  # the line says something else now
                     timer.cancel()
-                elif not model.background_work():
+                elif not state.loading and not model.background_work():  # (a load in progress keeps its line)
                     timer.cancel()
                     self._show_ready(model)
 
