@@ -62,12 +62,7 @@ async def test_model_is_usable_while_it_still_optimises(user: User, tokviz_page)
     """The bundled model's fast path is prepared in the background: the page says so, generation works
     meanwhile, and the status line drops the note once it is done."""
     app = tokviz_page()
-    app.manager.optimising.set()
-    await user.open("/")
-    c = app.controllers[0]
-    user.find("Initialize Model").click()
-    await wait_until(lambda: c.state.model is not None, message="model loaded")
-    await user.should_see(content="Still optimising…")
+    c = await load_while_optimising(user, app)
     user.find("Generate Next Token").click()
     await idle(c)
     assert len(chips(user)) == 1 and "Still optimising…" in status_text(user)
@@ -81,12 +76,7 @@ async def test_model_is_usable_while_it_still_optimises(user: User, tokviz_page)
 
 async def test_the_end_of_optimising_leaves_a_load_in_progress_on_the_status_line(user: User, tokviz_page) -> None:
     app = tokviz_page(load_delay=1.5)
-    app.manager.optimising.set()
-    await user.open("/")
-    c = app.controllers[0]
-    user.find("Initialize Model").click()
-    await wait_until(lambda: c.state.model is not None, message="model loaded")
-    await user.should_see(content="Still optimising…")
+    c = await load_while_optimising(user, app)
     user.find(marker="model-select").elements.pop().value = "distilgpt2"
     user.find("Initialize Model").click()
     await wait_until(lambda: c.state.loading, message="the second load")
@@ -97,6 +87,17 @@ async def test_the_end_of_optimising_leaves_a_load_in_progress_on_the_status_lin
     assert c.state.loading and not any(text.startswith("Ready") for text in shown), shown
     await wait_until(lambda: c.state.model.key == "distilgpt2", message="the new model")
     await user.should_see(content="Ready: DistilGPT-2")
+
+
+async def load_while_optimising(user: User, app):
+    """Open the page and load the preselected model, which then says it is still optimising."""
+    app.manager.optimising.set()
+    await user.open("/")
+    c = app.controllers[0]
+    user.find("Initialize Model").click()
+    await wait_until(lambda: c.state.model is not None, message="model loaded")
+    await user.should_see(content="Still optimising…")
+    return c
 
 
 def status_text(user: User) -> str:

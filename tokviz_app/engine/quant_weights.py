@@ -69,7 +69,9 @@ def read_gguf_blocks(path: Path) -> dict[str, QuantBlocks]:
     """transformers module path -> blocks, for every Q4_1 / Q8_0 matrix of a llama-architecture GGUF."""
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
+    from .bundled import plain_reader_class
+
+    reader = plain_reader_class()(str(path))  # the conversion's faster reader (its metadata is most of the time)
     kinds = {gguf.GGMLQuantizationType.Q4_1: "q4_1", gguf.GGMLQuantizationType.Q8_0: "q8_0"}
     found = {}
     for tensor in reader.tensors:
