@@ -124,7 +124,7 @@ def test_fast_path_serves_the_bundled_model_with_the_reference_numbers(monkeypat
     assert model.fast_path.active, model.fast_path.line
     assert model.background_work() == ""
     assert len(quant_layers(model)) == 30 * 7 + 1  # every matrix of every block, and the output head
-    assert model.lane.decode_threads == 1
+    assert model.lane.one_thread_rows == model.fast_path.max_rows > 0
     check_against_reference(model, SamplingParams(greedy=True))
     check_against_reference(model, SamplingParams(temperature=0.8, top_k=40, top_p=0.9, seed=7))
     # several sessions at once: their steps are batched, the kernels take several rows
@@ -153,7 +153,7 @@ def test_auto_times_the_kernels_and_says_what_it_chose(monkeypatch):
     model = load_bundled(monkeypatch, TOKVIZ_COMPILE="auto")
     assert model.fast_path.wait(120)
     line = model.fast_path.line
-    assert "ms for one block's layers at 1/4/8/16 rows: quantised" in line and ", fp32 " in line
+    assert "ms for a step's matrix products at 1/4/8/16 rows: quantised" in line and ", fp32 " in line
     if model.fast_path.active:  # served up to the largest row count at which they timed faster
         rows = {layer.max_rows for layer in quant_layers(model)}
         assert len(rows) == 1 and rows <= {1, 4, 8, 16} and f"up to {rows.pop()} rows" in line
@@ -174,7 +174,7 @@ def test_the_model_serves_while_the_fast_path_is_prepared(monkeypatch):
     model = load_bundled(monkeypatch, TOKVIZ_COMPILE="on")
     assert model.background_work() == "optimising…" and model.fast_path.optimising
     check_against_reference(model, SamplingParams(greedy=True), steps=3)
-    assert not quant_layers(model) and model.lane.decode_threads is None
+    assert not quant_layers(model) and model.lane.one_thread_rows == 0
     release.set()
     assert model.fast_path.wait(120) and model.fast_path.active
     assert model.background_work() == "" and quant_layers(model)
@@ -224,7 +224,7 @@ def test_a_process_exits_cleanly_while_the_fast_path_is_prepared():
 def test_one_openmp_thread_for_this_thread_only():
     """The lane's decoding steps run torch's ops on one OpenMP thread beside the kernels' own threads; a
     thread that starts meanwhile keeps torch's full count (torch.set_num_threads would hand it 1 for good)."""
-    from tokviz_app.engine.kernels import _openmp, this_threads_openmp
+    from tokviz_app.engine.openmp import _openmp, this_threads_openmp
 
     full = torch.get_num_threads()
     seen = {}

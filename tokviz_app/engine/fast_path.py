@@ -23,7 +23,8 @@ from typing import Callable
 
 import torch
 
-from .kernels import return_freed_memory, this_threads_openmp
+from .kernels import return_freed_memory
+from .openmp import this_threads_openmp
 from .quant_library import QuantUnavailable, load_library
 from .quant_linear import QuantLinear
 from .quant_weights import matched, read_gguf_blocks
@@ -43,10 +44,11 @@ def requested_mode(default: str = "auto") -> str:
 class FastPath:
     """One model's optimisation: running (`optimising`), then `line` says what came of it."""
 
-    def __init__(self, on_active: Callable[[], None]) -> None:
+    def __init__(self, on_active: Callable[[int], None]) -> None:
         self.on_active = on_active
         self.line = "optimising…"
         self.active = False  # the quantised kernels serve decoding steps
+        self.max_rows = 0  # of up to this many rows
         self._done = threading.Event()
         self.thread: threading.Thread | None = None
         self.exiting = False  # the interpreter is exiting: stop preparing
@@ -58,16 +60,16 @@ class FastPath:
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
 
-    def finish(self, line: str, active: bool = False) -> None:
-        self.line, self.active = line, active
-        if active:
-            self.on_active()
+    def finish(self, line: str, max_rows: int = 0) -> None:
+        self.line, self.active, self.max_rows = line, max_rows > 0, max_rows
+        if max_rows:
+            self.on_active(max_rows)
         log.info("%s", line)
         self._done.set()
 
 
-def start(hf_model: torch.nn.Module, gguf: Path, mode: str, on_active: Callable[[], None]) -> FastPath:
-    """Prepare the fast path on a thread of its own; `on_active` runs once its layers serve."""
+def start(hf_model: torch.nn.Module, gguf: Path, mode: str, on_active: Callable[[int], None]) -> FastPath:
+    """Prepare the fast path on a thread of its own; `on_active(max_rows)` runs once its layers serve."""
     fast = FastPath(on_active)
     if mode == "off":
         fast.finish("Fast path off (TOKVIZ_COMPILE=off): the fp32 layers serve.")
@@ -130,7 +132,7 @@ def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath, mode: str = "
         kinds = "/".join(sorted({blocks.kind.upper() for *_, blocks, _ in plan}))
         fast.finish(f"Fast path: exact {kinds} kernels on the GGUF's own blocks ({megabytes:.0f} MB, {how}) for "
                     f"{len(plan)} layers, decoding batches up to {max_rows} rows; {timings}; ready in "
-                    f"{time.perf_counter() - started:.1f} s.", active=True)
+                    f"{time.perf_counter() - started:.1f} s.", max_rows)
     except _Exiting:
         fast.finish("Fast path not prepared: the process is exiting.")
     except QuantUnavailable as error:
@@ -153,11 +155,11 @@ def dense_parameters(module: torch.nn.Module) -> tuple[torch.Tensor | None, torc
 
 
 def fastest_rows(plan: list, library) -> tuple[int, str]:
-    """Time the layers of one decoder block both ways at 1-16 rows: the quantised kernels serve up to the
-    largest row count at which they are faster (0: never)."""
-    block = [entry for entry in plan if ".layers.0." in entry[0]] or plan[:7]
+    """Time a step's matrix products both ways at 1-16 rows: the quantised kernels serve up to the largest row
+    count at which they are faster (0: never). Every layer once, as a step streams the weights from memory: one
+    block's layers timed again and again ran from the cache, where fp32 won at 16 rows and lost in real steps."""
     layers = [(module, QuantLinear(module, blocks, library, library.max_rows, bias))
-              for _, _, _, module, blocks, bias in block]
+              for _, _, _, module, blocks, bias in plan]
     best = {"quant": {}, "fp32": {}}
     with torch.inference_mode():
         for rows in ROW_COUNTS:
@@ -165,8 +167,7 @@ def fastest_rows(plan: list, library) -> tuple[int, str]:
             for _ in range(3):  # interleaved rounds, best of each
                 for kind, index, threads in (("fp32", 0, None), ("quant", 1, 1)):  # as decoding steps run them
                     with this_threads_openmp(threads):
-                        for pair, x in zip(layers, inputs):  # warm-up: wakes the threads the timing uses
-                            pair[index](x)
+                        layers[0][index](inputs[0])  # wakes the threads the timing uses
                         t0 = time.perf_counter()
                         for pair, x in zip(layers, inputs):
                             pair[index](x)
@@ -178,6 +179,6 @@ def fastest_rows(plan: list, library) -> tuple[int, str]:
             break
         max_rows = rows
     ms = lambda kind: "/".join(f"{best[kind][r] * 1e3:.2f}" for r in ROW_COUNTS)  # noqa: E731
-    return max_rows, f"ms for one block's layers at {'/'.join(map(str, ROW_COUNTS))} rows: " \
+    return max_rows, f"ms for a step's matrix products at {'/'.join(map(str, ROW_COUNTS))} rows: " \
                      f"quantised {ms('quant')}, fp32 {ms('fp32')}"
 

@@ -207,32 +207,3 @@ def return_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
-
-
-@functools.cache
-def _openmp():
-    """torch's OpenMP runtime (libgomp, loaded with torch), where torch runs its ops on OpenMP."""
-    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libgomp.so.1")
-    except OSError:
-        return None
-
-
-@contextlib.contextmanager
-def this_threads_openmp(count: int | None):
-    """This thread's OpenMP thread count for the calls inside (None: leave it). Not `torch.set_num_threads`:
-    that also sets the count with which every thread started meanwhile begins, for good."""
-    omp = _openmp()
-    if count is None or omp is None:
-        yield
-        return
-    before = torch.get_num_threads()  # also lets torch set this thread up first (it would undo the change)
-    omp.omp_set_num_threads(count)
-    try:
-        yield
-    finally:
-        omp.omp_set_num_threads(before)

@@ -21,7 +21,8 @@ from typing import Callable
 import torch
 
 from ..core.errors import CancelledWork
-from .kernels import return_freed_memory, this_threads_openmp
+from .kernels import return_freed_memory
+from .openmp import this_threads_openmp
 from .resident import ResidentBatch, Slot, bucket_of, is_growing, new_cache, relayout
 
 PREFILL_CHUNK_IDLE = 512  # tokens per prefill forward when nobody else is waiting
@@ -61,14 +62,17 @@ class InferenceLane:
         self._batches: dict[int, ResidentBatch] = {}  # bucket -> resident batch
         self._last_chunk: tuple[int, float] | None = None  # (tokens, seconds) of the last prefill chunk
         self.stats = {"batches": 0, "batched_rows": 0, "prefill_chunks": 0, "rebuilds": 0, "max_batch": 0}
-        # torch's OpenMP threads in this lane's decoding steps (None: as set). The fast path's kernels run on
-        # threads of their own; each of torch's small parallel ops beside them woke a sleeping worker.
-        self.decode_threads: int | None = None
+        # Decoding steps of up to this many rows run torch's ops on one OpenMP thread: the fast path's kernels
+        # serve them on threads of their own, and each of torch's small parallel ops beside them woke a worker.
+        self.one_thread_rows = 0
 
     # ------------------------------------------------------------------ API
-    def use_one_openmp_thread(self) -> None:
-        """The model's matrix products now run on the fast path's own threads in decoding steps."""
-        self.decode_threads = 1
+    def use_one_openmp_thread(self, max_rows: int) -> None:
+        """The model's matrix products now run on the fast path's own threads in steps of up to `max_rows` rows."""
+        self.one_thread_rows = max_rows
+
+    def _decode_threads(self, rows: int) -> int | None:
+        return 1 if rows <= self.one_thread_rows else None
 
     def new_slot(self) -> Slot:
         return Slot()
@@ -234,7 +238,7 @@ class InferenceLane:
 
     def _decode(self, requests: list[_Request]) -> None:
         if not self.batching:
-            with this_threads_openmp(self.decode_threads):
+            with this_threads_openmp(self._decode_threads(1)):
                 for r in requests:
                     self._prefill_chunk(r)
             return
@@ -262,7 +266,7 @@ class InferenceLane:
         for r in requests:
             by_batch.setdefault(r.slot.batch.bucket, []).append(r)
         for b, batch_requests in by_batch.items():
-            with this_threads_openmp(self.decode_threads):
+            with this_threads_openmp(self._decode_threads(len(self._batches[b].rows))):
                 logits = self._batches[b].step(self.hf_model, self.device,
                                                [(r.slot, r.ids[0]) for r in batch_requests])
             self.stats["batches"] += 1

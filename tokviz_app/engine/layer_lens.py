@@ -27,6 +27,7 @@ from . import metrics
 from ..core.contract import layers_hidden
 from ..core.errors import PositionError, TokvizError
 from ..core.types import Alternative, LayerRow
+from .openmp import on_passing_thread
 
 LENS_TOP = 5  # tokens listed per layer
 FORWARD_CHUNK = 512  # tokens per forward: bounds attention memory on long texts
@@ -183,6 +184,7 @@ class SessionLayers:
 
     _kept: _Kept | None = None
 
+    @on_passing_thread  # a forward pass and a head over every layer
     def layer_lens(self, position: int, *, prompt: bool = False) -> list[LayerRow]:
         with self._lock:
             self._check_open()
@@ -199,6 +201,7 @@ class SessionLayers:
             kept.rows[key] = rows = [*rows[:-1], own_row(rows[-1], self._step_at(index))]
             return list(rows)
 
+    @on_passing_thread
     def decided_layers(self, *, prompt: bool = False) -> list[int | None]:
         with self._lock:
             self._check_open()

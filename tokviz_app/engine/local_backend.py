@@ -18,6 +18,7 @@ from .devices import dtype_name, resolve_device, resolve_dtype
 from .kernels import choose_kernels, requested_mode
 from .loading import check_hub_id, fetch_from_hub, load_pretrained, looks_like_path
 from .local_model import LoadedModel, parameter_bytes
+from .openmp import on_passing_thread
 
 
 @dataclass
@@ -90,6 +91,7 @@ class LocalBackend(Backend):
         return ModelSpec(name, name, name, "Hugging Face hub model")
 
     # --------------------------------------------------------------- loading
+    @on_passing_thread  # loading and choosing kernels run torch's parallel ops: not in a long-lived thread
     def load(self, name: str, progress: Progress | None = None, *, device: str | None = None,
              dtype: str | None = None) -> LoadedModel:
         """Load (or return the already loaded) model. Concurrent calls load it once."""

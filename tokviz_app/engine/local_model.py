@@ -23,6 +23,7 @@ from .lane import InferenceLane
 from .layer_lens import find_lens
 from .session import GenerationSession
 from .texts import TokenTexts, prompt_ids, search_vocabulary
+from .openmp import on_passing_thread
 
 
 class LoadedModel(Model):
@@ -135,11 +136,13 @@ class LoadedModel(Model):
         session.messages = None if snapshot.messages is None else [dict(m) for m in snapshot.messages]
         return session
 
+    @on_passing_thread  # forward passes outside the lane (see openmp.py)
     def score_ids(self, ids: list[int], start: int = 1, *, top_n: int = 5, reference: ScoreReference | None = None,
                   should_stop: Callable[[], bool] | None = None) -> list[TokenScore]:
         """Plain forward passes; the KL over the whole vocabulary where the reference is local too (compare.py)."""
         return compare.score_ids(self, ids, start, top_n=top_n, reference=reference, should_stop=should_stop)
 
+    @on_passing_thread
     def score_windows(self, windows: Sequence[Sequence[int]], *, done: Callable[[int], None] | None = None,
                       budget: int | None = None) -> list[list[WindowScore]]:
         """Many windows padded into one forward pass (`window_scoring.py`); `budget`: padded tokens per pass."""

@@ -16,6 +16,7 @@ from ..core.errors import ContextFullError, PositionError, TokvizError
 from ..core.branch_tree import BranchTree
 from ..core.contract import Scored, Session
 from ..core.types import SamplingParams, TokenStep
+from .openmp import one_openmp_thread
 
 if TYPE_CHECKING:
     from .local_model import LoadedModel
@@ -33,6 +34,7 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
     the next forward pass.
     """
 
+    @one_openmp_thread
     def __init__(self, model: LoadedModel, prompt_ids: list[int], params: SamplingParams, *, bos_added: bool,
                  restore=None, should_stop: Callable[[], bool] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> None:
@@ -67,6 +69,7 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
     def context_length(self) -> int:
         return self.model.context_length
 
+    @one_openmp_thread
     def step(self) -> TokenStep:
         """Draw one token with the current sampling settings (one forward pass)."""
         with self._lock:
@@ -108,6 +111,7 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
             self.finish_reason = "length"
         return steps
 
+    @one_openmp_thread
     def choose(self, position: int, token_id: int) -> TokenStep:
         """Replace generated token `position` by `token_id`; the tokens after it are dropped
         from the active text but kept in the branch tree. `position == len(tokens)`
@@ -133,6 +137,7 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
             return step
 
     # ----------------------------------------------------------------- branch tree
+    @one_openmp_thread
     def switch_branch(self, branch_id: int) -> list[TokenStep]:
         """Make another branch the active text; the KV cache keeps the shared prefix."""
         with self._lock:
@@ -146,6 +151,7 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
             self._next_logits = None
             return self.tokens
 
+    @one_openmp_thread
     def score(self, position: int, token_ids: list[int]) -> list[Scored]:
         """(token_id, prob, rank, sampled_prob) of any tokens as candidates for generated `position` (or for the
         next token when position == len(tokens)); sampled under the settings that token was drawn with."""
@@ -166,6 +172,7 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
             sampled = metrics.sampling_probs(logits, shown or self.params, self._ids[:index])
             return [(t, float(probs[t]), int(r), float(sampled[t])) for t, r in zip(token_ids, rank.tolist())]
 
+    @one_openmp_thread
     def truncate(self, n_tokens: int) -> None:
         """Keep the first `n_tokens` generated tokens of the active branch."""
         with self._lock:

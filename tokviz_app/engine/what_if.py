@@ -33,6 +33,7 @@ import torch
 from . import metrics
 from ..core.types import SamplingParams
 from .what_if_kept import Replay, from_kept
+from .openmp import on_passing_thread
 
 KEPT = 256  # logits kept per position
 FORWARD_CHUNK = 512  # tokens per forward pass: bounds the [chunk, V] logits
@@ -166,6 +167,7 @@ class SessionWhatIf:
     what_if_stats: dict | None = None  # the last call: rows, from the kept logits, recomputed, whether it re-scored
     _replay: Replay | None = None
 
+    @on_passing_thread  # a forward pass over the text
     def what_if(self, params: SamplingParams, *, prompt: bool = False) -> list[float | None]:
         with self._lock:
             self._check_open()
