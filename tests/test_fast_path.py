@@ -125,6 +125,7 @@ def test_fast_path_serves_the_bundled_model_with_the_reference_numbers(monkeypat
     assert model.background_work() == ""
     assert len(quant_layers(model)) == 30 * 7 + 1  # every matrix of every block, and the output head
     assert model.lane.one_thread_rows == model.fast_path.max_rows > 0
+    assert model.lane._decode_threads(model.fast_path.max_rows + 1) is None  # wider batches: fp32 on all threads
     check_against_reference(model, SamplingParams(greedy=True))
     check_against_reference(model, SamplingParams(temperature=0.8, top_k=40, top_p=0.9, seed=7))
     # several sessions at once: their steps are batched, the kernels take several rows

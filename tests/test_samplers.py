@@ -169,6 +169,23 @@ def test_kept_count_and_mass_against_numpy(params):
         assert len(step.alternatives) == 10  # the default top_n
 
 
+def test_a_prompts_rows_in_blocks_see_their_own_context(monkeypatch):
+    """Long prompts are summarised a block of rows at a time: each row still sees exactly the ids before it
+    (the repetition penalty's context), as when it is computed alone."""
+    from tokviz_app.engine import token_steps as module
+
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(10, 500, generator=generator) * 2.0
+    ids = torch.randint(0, 500, (30,), generator=generator).tolist()  # 20 ids before the 10 rows' tokens
+    params = SamplingParams(top_k=40, top_p=0.9, repetition_penalty=1.5)
+    monkeypatch.setattr(module, "LOGITS_AT_ONCE", 3 * 500)  # blocks of 3 rows: 3 + 3 + 3 + 1
+    blocked = token_steps(logits, ids[20:], 5, is_prompt=True, params=params, texts=lambda i: ("", False),
+                          context=ids[:29])
+    alone = [token_steps(logits[r : r + 1], [ids[20 + r]], 5 + r, is_prompt=True, params=params,
+                         texts=lambda i: ("", False), context=ids[: 20 + r])[0] for r in range(10)]
+    assert blocked == alone
+
+
 def test_draws_follow_the_sampling_distribution():
     logits = torch.tensor([[3.0, 2.5, 2.0, 1.0, 0.0, -1.0]])
     params = SamplingParams(temperature=0.8, top_p=0.9, min_p=0.1, repetition_penalty=1.4)

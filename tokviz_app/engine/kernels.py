@@ -12,8 +12,6 @@ remembered on disk (`kernel_choices.py`), so later loads skip the timing.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import os
 import threading

@@ -16,7 +16,7 @@ from ..core.errors import ContextFullError, PositionError, TokvizError
 from ..core.branch_tree import BranchTree
 from ..core.contract import Scored, Session
 from ..core.types import SamplingParams, TokenStep
-from .openmp import one_openmp_thread
+from .openmp import in_passing_thread, one_openmp_thread
 
 if TYPE_CHECKING:
     from .local_model import LoadedModel
@@ -240,10 +240,10 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
             chunk = ids[start : start + PREFILL_CHUNK]
             logits = self._forward(chunk, should_stop)  # the lane splits it further between other tabs' steps
             targets = ids[start + 1 : start + 1 + len(chunk)]
-            if targets:
-                self.prompt_tokens.extend(token_steps(logits[: len(targets)], targets, start + 1, is_prompt=True,
-                                                     params=self.params, texts=texts,
-                                                     context=ids[: start + len(targets)]))
+            if targets:  # up to 512 rows over the vocabulary: worth torch's threads (see openmp.py)
+                self.prompt_tokens.extend(in_passing_thread(
+                    token_steps, logits[: len(targets)], targets, start + 1, is_prompt=True, params=self.params,
+                    texts=texts, context=ids[: start + len(targets)]))
             self._next_logits = logits[-1]
         if progress is not None:
             progress(len(ids), len(ids))

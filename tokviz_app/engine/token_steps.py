@@ -11,6 +11,11 @@ import torch
 from . import metrics
 from ..core.types import Alternative, SamplingParams, TokenStep
 
+# Logits per block of rows: a 1,000-token prompt's statistics made ~10 temporaries of [1000, 50257] floats, each in
+# fresh pages (glibc maps allocations that large anew): 0.6-2 s on a 2-core Xeon. Blocks of 8 MB stay in cache.
+LOGITS_AT_ONCE = 2**21
+
+
 def token_steps(logits: torch.Tensor, token_ids: list[int], first_position: int, *, is_prompt: bool,
                 params: SamplingParams, texts: Callable[[int], tuple[str, bool]], context: Sequence[int] = (),
                 sampled: metrics.Sampled | None = None) -> list[TokenStep]:
@@ -18,6 +23,15 @@ def token_steps(logits: torch.Tensor, token_ids: list[int], first_position: int,
     text and partial flag). `context`: the ids before the last row's token (the repetition penalty's;
     row r sees `context[:len(context) - T + 1 + r]`). `sampled`: the samplers' output where the caller
     has it already."""
+    block = max(1, LOGITS_AT_ONCE // logits.shape[-1])
+    if len(token_ids) > block and sampled is None:  # a prompt's rows, a block at a time
+        steps: list[TokenStep] = []
+        for start in range(0, len(token_ids), block):
+            end = min(start + block, len(token_ids))
+            steps += token_steps(logits[start:end], token_ids[start:end], first_position + start,
+                                 is_prompt=is_prompt, params=params, texts=texts,
+                                 context=context[: max(0, len(context) - len(token_ids) + end)])
+        return steps
     logprobs = metrics.log_softmax(logits)
     probs = logprobs.exp()
     if sampled is None:  # plain sampling draws from the raw distribution: no second softmax
