@@ -15,9 +15,7 @@ import threading
 import time
 
 import machine
-from models import TOKENIZER_VOCAB, build_random_gpt2
-
-vocab_size = TOKENIZER_VOCAB  # of the model being measured (set in main)
+from models import build_random_gpt2
 
 
 def rss_mb() -> float:
@@ -49,7 +47,7 @@ def run_sessions(model, n: int, steps: int, context: int, seed: int = 0):
     from tokviz_app.engine import SamplingParams
 
     gen = torch.Generator().manual_seed(seed)
-    sessions = [model.start_from_ids(torch.randint(1, vocab_size, (context,), generator=gen).tolist(),
+    sessions = [model.start_from_ids(torch.randint(1, model.vocab_size, (context,), generator=gen).tolist(),
                                      SamplingParams(seed=i)) for i in range(n)]
     for s in sessions:  # warm: every session has stepped once and is resident
         s.step()
@@ -87,9 +85,9 @@ def prefill_stall(model, prompt_tokens: int = 1000, context: int = 100) -> dict:
     from tokviz_app.engine import SamplingParams
 
     gen = torch.Generator().manual_seed(1)
-    streaming = model.start_from_ids(torch.randint(1, vocab_size, (context,), generator=gen).tolist(),
+    streaming = model.start_from_ids(torch.randint(1, model.vocab_size, (context,), generator=gen).tolist(),
                                      SamplingParams(seed=1))
-    long_ids = torch.randint(1, vocab_size, (prompt_tokens,), generator=gen).tolist()
+    long_ids = torch.randint(1, model.vocab_size, (prompt_tokens,), generator=gen).tolist()
     gaps, done = [], threading.Event()
 
     def stream():
@@ -131,12 +129,10 @@ def main() -> None:
 
     from tokviz_app.engine import SamplingParams
 
-    global vocab_size
     key = args.model if args.model == "smollm2-135m" else str(build_random_gpt2(args.model))
     results: dict = {"model": args.model, "context": args.context, "rss_mb": {}}
     rss_start = rss_mb()
     model = ModelManager(device=args.device).load(key)
-    vocab_size = model.vocab_size
     if getattr(model, "fast_path", None) is not None:
         model.fast_path.wait()
         results["fast_path"] = model.fast_path.line
@@ -154,7 +150,7 @@ def main() -> None:
     held = []
     for n in (1, 8, 32):
         while len(held) < n:
-            s = model.start_from_ids(torch.randint(1, vocab_size, (args.context,), generator=gen).tolist(),
+            s = model.start_from_ids(torch.randint(1, model.vocab_size, (args.context,), generator=gen).tolist(),
                                      SamplingParams(seed=len(held)))
             s.generate(20)
             held.append(s)
@@ -181,7 +177,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        print(f"batched lane: {args.model} config, random weights, {results['device']} {results['dtype']}, "
+        weights = "its real weights" if args.model == "smollm2-135m" else "config, random weights"
+        print(f"batched lane: {args.model} {weights}, {results['device']} {results['dtype']}, "
               f"{args.context}-token contexts, {args.steps} steps per session")
         print(f"machine: {machine.line(results['machine'])}")
         print(f"kernels: {results['kernels']}")

@@ -11,14 +11,17 @@ Greedy decoding after a 17-token prompt, every engine on the same thread count:
   a softmax and top-10 over the whole vocabulary in numpy so it does what a tokviz step does;
 - the fp32 floors: reading every weight once (a sum over them) and one matrix-vector product over as many bytes.
 `--model gpt2` runs GPT-2's architecture with random weights (no llama.cpp row: there is no GGUF of it).
+Each row runs in a process of its own (a second model's inference lane in the same process slows both).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -97,50 +100,70 @@ def floors_ms(weight_bytes: int) -> dict[str, float]:
         return {"sum": median_ms(buffer.sum, 10), "gemv": median_ms(lambda: x @ buffer, 10)}
 
 
+def measure(part: str, folder: str, model_name: str, steps: int, compile_too: bool) -> dict:
+    """One part of the table, in a process of its own: a process's second OpenMP pool (another loaded model's
+    inference lane, a baseline in the main thread) slows every pool (engine/openmp.py)."""
+    import torch
+
+    results: dict = {}
+    if part == "plain":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        ids = AutoTokenizer.from_pretrained(folder)(PROMPT)["input_ids"]
+        hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        weight_bytes = sum(p.numel() * 4 for p in hf.parameters())  # tied weights are counted once
+        results["weights_mb"] = weight_bytes / 1e6
+        results["plain_ms"] = median_ms(plain_step(hf, ids), steps)
+        if compile_too:
+            started = time.perf_counter()
+            compiled = plain_step(hf, ids, static=True)
+            compiled()
+            results["compile_s"] = time.perf_counter() - started
+            results["compiled_ms"] = median_ms(compiled, steps)
+        results.update({f"floor_{name}_ms": ms for name, ms in floors_ms(weight_bytes).items()})
+        return results
+    from tokviz_app.engine import ModelManager, SamplingParams
+
+    os.environ["TOKVIZ_COMPILE"] = part
+    model = ModelManager(device="cpu").load("smollm2-135m" if model_name == "smollm2-135m" else folder)
+    if model.fast_path is not None:
+        model.fast_path.wait()
+        results["fast_path"] = model.fast_path.line
+    results["kernels"] = model.kernels.line() if model.kernels else "n/a"
+    session = model.start_from_ids(model.tokenizer(PROMPT)["input_ids"], SamplingParams(greedy=True))
+    results["tokviz_fast_ms" if model.fast_path and model.fast_path.active else "tokviz_ms"] = \
+        median_ms(session.step, steps)
+    session.close()
+    return results
+
+
 def main() -> None:
     parser = machine.model_parser(__doc__)
     parser.set_defaults(model="smollm2-135m")
     parser._option_string_actions["--model"].choices = ["smollm2-135m", "gpt2", "gpt2-medium"]
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile with a static cache")
+    parser.add_argument("--part", choices=["off", "auto", "plain"], help=argparse.SUPPRESS)  # one part, JSON out
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.part:
+        print(json.dumps(measure(args.part, args.folder, args.model, args.steps, args.compile)))
+        return
 
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from tokviz_app.engine import ModelManager, SamplingParams
     from tokviz_app.engine import bundled
 
     folder = bundled.ensure_converted() if args.model == "smollm2-135m" else build_random_gpt2(args.model)
-    key = "smollm2-135m" if args.model == "smollm2-135m" else str(folder)
     results: dict = {"model": args.model, "machine": machine.describe(), "threads": torch.get_num_threads()}
-    for compile_mode in ("off", "auto") if args.model == "smollm2-135m" else ("off",):
-        os.environ["TOKVIZ_COMPILE"] = compile_mode
-        manager = ModelManager(device="cpu")
-        model = manager.load(key)
-        if model.fast_path is not None:
-            model.fast_path.wait()
-            results["fast_path"] = model.fast_path.line
-        results["kernels"] = model.kernels.line() if model.kernels else "n/a"
-        ids = model.tokenizer(PROMPT)["input_ids"]
-        session = model.start_from_ids(ids, SamplingParams(greedy=True))
-        results["tokviz_fast_ms" if model.fast_path and model.fast_path.active else "tokviz_ms"] = \
-            median_ms(session.step, args.steps)
-        session.close()
-        manager.unload(key)
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    weight_bytes = sum(p.numel() * 4 for p in hf.parameters())  # tied weights are counted once
-    results["weights_mb"] = weight_bytes / 1e6
-    results["plain_ms"] = median_ms(plain_step(hf, ids), args.steps)
-    if args.compile:
-        started = time.perf_counter()
-        compiled = plain_step(hf, ids, static=True)
-        compiled()
-        results["compile_s"] = time.perf_counter() - started
-        results["compiled_ms"] = median_ms(compiled, args.steps)
+    parts = ("off", "auto", "plain") if args.model == "smollm2-135m" else ("off", "plain")
+    for part in parts:
+        done = subprocess.run([sys.executable, __file__, "--part", part, "--folder", str(folder), "--model",
+                               args.model, "--steps", str(args.steps), *(["--compile"] if args.compile else [])],
+                              capture_output=True, text=True, check=True)
+        results.update(json.loads(done.stdout.strip().splitlines()[-1]))
     results["llama_cpp_ms"] = llama_cpp_ms(bundled.gguf_path(), args.steps, torch.get_num_threads()) \
         if args.model == "smollm2-135m" else None
-    results.update({f"floor_{name}_ms": ms for name, ms in floors_ms(weight_bytes).items()})
     if args.json:
         print(json.dumps(results, indent=2))
         return

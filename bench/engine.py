@@ -5,13 +5,17 @@
 Prints ms/token at 100 and 600 tokens of context, the cost of choose() at a
 600-token context, a 1,000-token prefill, and the ratios the issues set as targets.
 The baseline is an *unmodified* `from_pretrained` copy of the model (plain
-transformers), not tokviz's own model with its chosen CPU kernels.
+transformers), not tokviz's own model with its chosen CPU kernels; each side runs
+in a process of its own.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 
 import machine
@@ -29,90 +33,109 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(samples)
 
 
-def main() -> None:
-    parser = machine.model_parser(__doc__, )
-    parser.add_argument("--steps", type=int, default=30)
-    args = parser.parse_args()
-
+def measure_tokviz(folder: str, device: str, steps: int) -> dict:
     import torch
-    from transformers import DynamicCache
 
     from tokviz_app.engine import ModelManager, SamplingParams
 
-    from transformers import AutoModelForCausalLM
-
-    folder = build_random_gpt2(args.model)
-    model = ModelManager(device=args.device).load(str(folder))
-    tok = model.tokenizer
-    # The baseline: plain transformers, exactly as from_pretrained returns it.
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=model.hf_model.dtype).to(model.device).eval()
-    gen = torch.Generator().manual_seed(0)
-    results: dict = {"model": args.model, "device": model.device, "dtype": model.dtype,
-                     "machine": machine.describe(), "kernels": model.kernels.line() if model.kernels else "n/a"}
-
-    def sync():
-        if model.device.startswith("cuda"):
-            torch.cuda.synchronize()
-
+    model = ModelManager(device=device).load(folder)
+    gen = torch.Generator().manual_seed(0)  # the same prompts as the plain side's
+    results: dict = {"device": model.device, "dtype": model.dtype,
+                     "kernels": model.kernels.line() if model.kernels else "n/a"}
     for context in (100, 600):
         prompt = torch.randint(1, TOKENIZER_VOCAB, (context,), generator=gen).tolist()
-
         session = model.start_from_ids(prompt, SamplingParams(seed=0))
-        results[f"step_ms@{context}"] = timed(lambda: (session.step(), sync()), args.steps)
-
-        cache = DynamicCache(config=hf.config)
-        with torch.inference_mode():
-            out = hf(input_ids=torch.tensor([prompt], device=model.device), cache=cache, use_cache=True)
-        state = {"next": int(out.logits[0, -1].argmax()), "length": context}
-
-        def bare_step():
-            with torch.inference_mode():
-                out = hf(input_ids=torch.tensor([[state["next"]]], device=model.device), cache=cache, use_cache=True,
-                         position_ids=torch.tensor([[state["length"]]], device=model.device))
-                state["next"] = int(out.logits[0, -1].argmax())
-                state["length"] += 1
-            sync()
-
-        results[f"bare_ms@{context}"] = timed(bare_step, args.steps)
-
-        naive_ids = list(prompt)
-
-        def naive_step():
-            # What simple implementations do: re-encode the whole text, run it all again.
-            ids = tok(tok.decode(naive_ids))["input_ids"]
-            with torch.inference_mode():
-                logits = hf(input_ids=torch.tensor([ids], device=model.device), use_cache=False).logits
-            naive_ids.append(int(logits[0, -1, :TOKENIZER_VOCAB].argmax()))
-            sync()
-
-        results[f"naive_ms@{context}"] = timed(naive_step, max(3, args.steps // 6))
+        results[f"step_ms@{context}"] = timed(lambda: (session.step(), sync(model.device)), steps)
         session.close()
-
     prompt = torch.randint(1, TOKENIZER_VOCAB, (1000,), generator=gen).tolist()
+    results["prefill_ms@1000"] = timed(lambda: model.start_from_ids(prompt, SamplingParams(seed=0)).close(), 3)
 
-    def tokviz_prefill():
-        model.start_from_ids(prompt, SamplingParams(seed=0)).close()
-
-    def plain_prefill():
-        with torch.inference_mode():
-            hf(input_ids=torch.tensor([prompt], device=model.device), use_cache=True)
-        sync()
-
-    results["prefill_ms@1000"] = timed(tokviz_prefill, 3)
-    results["plain_prefill_ms@1000"] = timed(plain_prefill, 3)
-
-    prompt = prompt[:580]
-    session = model.start_from_ids(prompt, SamplingParams(seed=0))
-
+    session = model.start_from_ids(prompt[:580], SamplingParams(seed=0))
     choose_ms = []
     for _ in range(8):
         session.generate(20)
         position = len(session.tokens) - 10
         started = time.perf_counter()
         session.choose(position, 7)
-        sync()
+        sync(model.device)
         choose_ms.append((time.perf_counter() - started) * 1000)
     results["choose_ms@600"] = statistics.median(choose_ms[1:])
+    return results
+
+
+def measure_plain(folder: str, device: str, steps: int) -> dict:
+    """The baseline: plain transformers, exactly as from_pretrained returns it, in a process of its own as a
+    user's script would run it (one process's second OpenMP pool slows both: engine/openmp.py)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    gen = torch.Generator().manual_seed(0)
+    results: dict = {}
+    for context in (100, 600):
+        prompt = torch.randint(1, TOKENIZER_VOCAB, (context,), generator=gen).tolist()
+        cache = DynamicCache(config=hf.config)
+        with torch.inference_mode():
+            out = hf(input_ids=torch.tensor([prompt], device=device), cache=cache, use_cache=True)
+        state = {"next": int(out.logits[0, -1].argmax()), "length": context}
+
+        def bare_step():
+            with torch.inference_mode():
+                out = hf(input_ids=torch.tensor([[state["next"]]], device=device), cache=cache, use_cache=True,
+                         position_ids=torch.tensor([[state["length"]]], device=device))
+                state["next"] = int(out.logits[0, -1].argmax())
+                state["length"] += 1
+            sync(device)
+
+        results[f"bare_ms@{context}"] = timed(bare_step, steps)
+        naive_ids = list(prompt)
+
+        def naive_step():
+            # What simple implementations do: re-encode the whole text, run it all again.
+            ids = tok(tok.decode(naive_ids))["input_ids"]
+            with torch.inference_mode():
+                logits = hf(input_ids=torch.tensor([ids], device=device), use_cache=False).logits
+            naive_ids.append(int(logits[0, -1, :TOKENIZER_VOCAB].argmax()))
+            sync(device)
+
+        results[f"naive_ms@{context}"] = timed(naive_step, max(3, steps // 6))
+    prompt = torch.randint(1, TOKENIZER_VOCAB, (1000,), generator=gen).tolist()
+
+    def plain_prefill():
+        with torch.inference_mode():
+            hf(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+        sync(device)
+
+    results["plain_prefill_ms@1000"] = timed(plain_prefill, 3)
+    return results
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = machine.model_parser(__doc__, )
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--side", choices=["tokviz", "plain"], help=argparse.SUPPRESS)  # one side, JSON out
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        measure = measure_tokviz if args.side == "tokviz" else measure_plain
+        print(json.dumps(measure(args.folder, args.device, args.steps)))
+        return
+
+    folder = str(build_random_gpt2(args.model))
+    results: dict = {"model": args.model, "machine": machine.describe()}
+    for side in ("tokviz", "plain"):  # each in a process of its own
+        out = subprocess.run([sys.executable, __file__, "--side", side, "--folder", folder, "--device", args.device,
+                              "--steps", str(args.steps)], capture_output=True, text=True, check=True)
+        results.update(json.loads(out.stdout.strip().splitlines()[-1]))
     results["step_over_bare@600"] = results["step_ms@600"] / results["bare_ms@600"]
     results["naive_over_step@600"] = results["naive_ms@600"] / results["step_ms@600"]
     results["choose_over_step@600"] = results["choose_ms@600"] / results["step_ms@600"]
@@ -121,7 +144,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    machine.print_header("tokviz engine benchmark", args.model, model, results["machine"])
+    machine.print_header("tokviz engine benchmark", args.model, results["device"], results["dtype"],
+                         results["machine"])
     print(f"kernels: {results['kernels']}")
     print(f"{'':28}{'100 ctx':>12}{'600 ctx':>12}")
     for name, label in (("step", "tokviz step() ms/token"), ("bare", "plain transformers forward"),

@@ -45,6 +45,6 @@ def model_parser(doc: str, *, json_flag: bool = True):
     return parser
 
 
-def print_header(title: str, model_size: str, model, info: dict) -> None:
-    print(f"{title}: {model_size} config, random weights, {model.device} {model.dtype}")
+def print_header(title: str, model_size: str, device: str, dtype: str, info: dict) -> None:
+    print(f"{title}: {model_size} config, random weights, {device} {dtype}")
     print(f"machine: {line(info)}")

@@ -110,7 +110,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    machine.print_header("tokviz score benchmark", args.model, model, results["machine"])
+    machine.print_header("tokviz score benchmark", args.model, model.device, model.dtype, results["machine"])
     print(f"corpus: {args.tokens:,} tokens in {len(docs):,} documents of ~{args.doc_tokens} tokens")
     print(f"one by one (start_from_ids per document)  {results['one_by_one_tokens_per_s']:>9,.0f} tokens/s")
     print(f"batched (padded windows, one forward)      {results['batched_tokens_per_s']:>9,.0f} tokens/s")
