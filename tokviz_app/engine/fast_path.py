@@ -13,13 +13,14 @@ TOKVIZ_COMPILE=auto (default: used where it times faster) | on (whenever it can 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 import torch
 
@@ -44,8 +45,9 @@ def requested_mode(default: str = "auto") -> str:
 class FastPath:
     """One model's optimisation: running (`optimising`), then `line` says what came of it."""
 
-    def __init__(self, on_active: Callable[[int], None]) -> None:
+    def __init__(self, on_active: Callable[[int], None], quiet: Callable[[], ContextManager]) -> None:
         self.on_active = on_active
+        self.quiet = quiet  # a context in which no forward pass runs beside the timing
         self.line = "optimising…"
         self.active = False  # the quantised kernels serve decoding steps
         self.max_rows = 0  # of up to this many rows
@@ -68,9 +70,11 @@ class FastPath:
         self._done.set()
 
 
-def start(hf_model: torch.nn.Module, gguf: Path, mode: str, on_active: Callable[[int], None]) -> FastPath:
-    """Prepare the fast path on a thread of its own; `on_active(max_rows)` runs once its layers serve."""
-    fast = FastPath(on_active)
+def start(hf_model: torch.nn.Module, gguf: Path, mode: str, on_active: Callable[[int], None],
+          quiet: Callable[[], ContextManager] = contextlib.nullcontext) -> FastPath:
+    """Prepare the fast path on a thread of its own; `on_active(max_rows)` runs once its layers serve; each timing
+    runs inside `quiet()` (the model's lane held: a step running beside a timing made the kernels look 7x slower)."""
+    fast = FastPath(on_active, quiet)
     if mode == "off":
         fast.finish("Fast path off (TOKVIZ_COMPILE=off): the fp32 layers serve.")
         return fast
@@ -119,7 +123,7 @@ def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath, mode: str = "
         if mode == "on":
             max_rows, timings = library.max_rows, "not timed (TOKVIZ_COMPILE=on)"
         else:
-            max_rows, timings = fastest_rows(plan, library)
+            max_rows, timings = fastest_rows(plan, library, fast.quiet)
         how = f"built in {library.built_seconds:.1f} s" if library.built_seconds else "built before"
         if max_rows == 0:
             fast.finish(f"Fast path not used: its kernels ({how}) were slower than the fp32 layers here ({timings}).")
@@ -154,7 +158,7 @@ def dense_parameters(module: torch.nn.Module) -> tuple[torch.Tensor | None, torc
     return dense(weight.detach()), None if bias is None else dense(bias.detach())
 
 
-def fastest_rows(plan: list, library) -> tuple[int, str]:
+def fastest_rows(plan: list, library, quiet: Callable[[], ContextManager]) -> tuple[int, str]:
     """Time a step's matrix products both ways at 1-16 rows: the quantised kernels serve up to the largest row
     count at which they are faster (0: never). Every layer once, as a step streams the weights from memory: one
     block's layers timed again and again ran from the cache, where fp32 won at 16 rows and lost in real steps."""
@@ -166,7 +170,7 @@ def fastest_rows(plan: list, library) -> tuple[int, str]:
             inputs = [torch.randn(1, rows, quant.in_features) for _, quant in layers]
             for _ in range(3):  # interleaved rounds, best of each
                 for kind, index, threads in (("fp32", 0, None), ("quant", 1, 1)):  # as decoding steps run them
-                    with this_threads_openmp(threads):
+                    with quiet(), this_threads_openmp(threads):
                         layers[0][index](inputs[0])  # wakes the threads the timing uses
                         t0 = time.perf_counter()
                         for pair, x in zip(layers, inputs):

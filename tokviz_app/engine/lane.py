@@ -65,6 +65,7 @@ class InferenceLane:
         # Decoding steps of up to this many rows run torch's ops on one OpenMP thread: the fast path's kernels
         # serve them on threads of their own, and each of torch's small parallel ops beside them woke a worker.
         self.one_thread_rows = 0
+        self.forwards = threading.Lock()  # held while the worker runs forward passes (and by timings that need quiet)
 
     # ------------------------------------------------------------------ API
     def use_one_openmp_thread(self, max_rows: int) -> None:
@@ -138,26 +139,29 @@ class InferenceLane:
                 self._gather()
                 requests, self._pending = self._pending, []
                 released, self._released = self._released, False
-            # Fresh one-token feeds after a non-empty prefix batch; everything else runs privately.
-            # (The last token of a chunked prefill is not a decode step: its request holds earlier chunks' logits.)
-            decode = [r for r in requests if self._is_decode(r)]
-            prefill = [r for r in requests if not self._is_decode(r)]
-            try:
-                if decode:
-                    self._decode(decode)
-                elif released:
-                    self._drop_released()
-            except BaseException as error:  # hand the failure to every waiting caller
-                for r in decode:
-                    if not r.future.done():
-                        r.future.set_exception(error)
-                self._reset_batches()
-            for r in prefill:  # one chunk each, then back to decoding
-                try:
-                    if self._prefill_chunk(r):
-                        continue
-                except BaseException as error:
+            with self.forwards:
+                self._serve(requests, released)
+
+    def _serve(self, requests: list[_Request], released: bool) -> None:
+        # Fresh one-token feeds after a non-empty prefix batch; everything else runs privately.
+        # (The last token of a chunked prefill is not a decode step: its request holds earlier chunks' logits.)
+        decode = [r for r in requests if self._is_decode(r)]
+        prefill = [r for r in requests if not self._is_decode(r)]
+        try:
+            if decode:
+                self._decode(decode)
+            elif released:
+                self._drop_released()
+        except BaseException as error:  # hand the failure to every waiting caller
+            for r in decode:
+                if not r.future.done():
                     r.future.set_exception(error)
+            self._reset_batches()
+        for r in prefill:  # one chunk each, then back to decoding
+            try:
+                self._prefill_chunk(r)
+            except BaseException as error:
+                r.future.set_exception(error)
 
     @staticmethod
     def _is_decode(r: _Request) -> bool:

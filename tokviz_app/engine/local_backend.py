@@ -115,7 +115,8 @@ class LocalBackend(Backend):
                                          batching=self.batching, weight_bytes=weight_bytes, kernels=kernels)
                 if spec.source == "bundled" and device == "cpu" and torch_dtype == torch.float32:
                     slot.model.fast_path = fast_path.start(hf_model, bundled.gguf_path(), self.compile,
-                                                           on_active=slot.model.lane.use_one_openmp_thread)
+                                                           on_active=slot.model.lane.use_one_openmp_thread,
+                                                           quiet=lambda lane=slot.model.lane: lane.forwards)
             return slot.model
 
     def unload(self, name: str) -> None:
