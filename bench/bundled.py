@@ -21,7 +21,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -158,10 +157,8 @@ def main() -> None:
     results: dict = {"model": args.model, "machine": machine.describe(), "threads": torch.get_num_threads()}
     parts = ("off", "auto", "plain") if args.model == "smollm2-135m" else ("off", "plain")
     for part in parts:
-        done = subprocess.run([sys.executable, __file__, "--part", part, "--folder", str(folder), "--model",
-                               args.model, "--steps", str(args.steps), *(["--compile"] if args.compile else [])],
-                              capture_output=True, text=True, check=True)
-        results.update(json.loads(done.stdout.strip().splitlines()[-1]))
+        results.update(machine.in_own_process(__file__, "--part", part, "--folder", str(folder), "--model", args.model,
+                                              "--steps", str(args.steps), *(["--compile"] if args.compile else [])))
     results["llama_cpp_ms"] = llama_cpp_ms(bundled.gguf_path(), args.steps, torch.get_num_threads()) \
         if args.model == "smollm2-135m" else None
     if args.json:

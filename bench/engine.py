@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 
 import machine
@@ -132,10 +130,9 @@ def main() -> None:
 
     folder = str(build_random_gpt2(args.model))
     results: dict = {"model": args.model, "machine": machine.describe()}
-    for side in ("tokviz", "plain"):  # each in a process of its own
-        out = subprocess.run([sys.executable, __file__, "--side", side, "--folder", folder, "--device", args.device,
-                              "--steps", str(args.steps)], capture_output=True, text=True, check=True)
-        results.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    for side in ("tokviz", "plain"):
+        results.update(machine.in_own_process(__file__, "--side", side, "--folder", folder, "--device", args.device,
+                                              "--steps", str(args.steps)))
     results["step_over_bare@600"] = results["step_ms@600"] / results["bare_ms@600"]
     results["naive_over_step@600"] = results["naive_ms@600"] / results["step_ms@600"]
     results["choose_over_step@600"] = results["choose_ms@600"] / results["step_ms@600"]

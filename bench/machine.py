@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -48,3 +51,10 @@ def model_parser(doc: str, *, json_flag: bool = True):
 def print_header(title: str, model_size: str, device: str, dtype: str, info: dict) -> None:
     print(f"{title}: {model_size} config, random weights, {device} {dtype}")
     print(f"machine: {line(info)}")
+
+
+def in_own_process(script: str, *args: str) -> dict:
+    """Run `script` with `args` in a process of its own and return the JSON object of its last output line.
+    One model per process: a second model's inference lane (a second thread with an OpenMP pool) slows both."""
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
