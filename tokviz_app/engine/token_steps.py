@@ -41,7 +41,7 @@ def token_steps(logits: torch.Tensor, token_ids: list[int], first_position: int,
     chosen_sampled = sampled.probs.gather(-1, targets).squeeze(-1)
     rank = metrics.ranks(logits, targets.squeeze(-1))
     entropy = metrics.entropy_bits(logprobs, probs)
-    kept_count = torch.count_nonzero(sampled.probs, dim=-1)
+    kept_count = (sampled.probs != 0).sum(-1, dtype=torch.int32)  # (count_nonzero converts to int64 first)
     kept_mass = (probs if sampled.probs is probs else probs.masked_fill(sampled.probs == 0, 0.0)).sum(-1)
     top_logprob, top_ids = logprobs.topk(min(params.top_n, logprobs.shape[-1]), dim=-1)
     top_sampled = sampled.probs.gather(-1, top_ids)
