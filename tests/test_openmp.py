@@ -74,15 +74,9 @@ def test_passing_thread_runs_on_all_threads_and_takes_its_pool_along():
 @pytest.fixture(scope="module")
 def wide_model(tmp_path_factory):
     """A tiny GPT-2 with GPT-2's 50,257 outputs: a step's statistics are parallel ops."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from tests.tiny_model import build_tiny_model
 
-    from tests.tiny_model import train_tokenizer
-
-    folder = tmp_path_factory.mktemp("wide-vocab")
-    train_tokenizer(400).save_pretrained(folder)
-    torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=128, n_embd=64, n_layer=2, n_head=4,
-                               bos_token_id=0, eos_token_id=0)).save_pretrained(folder)
+    folder = build_tiny_model(tmp_path_factory.mktemp("wide-vocab"), n_positions=128, outputs=50257, train_steps=0)
     model = ModelManager(device="cpu").load(str(folder))
     model.start_from_ids([1, 2, 3]).step()  # the lane's thread and its pool exist from here on
     return model

@@ -39,7 +39,8 @@ def train_tokenizer(vocab_size: int, model_max_length: int = 1_000_000):
 
 
 def build_tiny_model(folder: Path, *, n_layer: int = 2, n_embd: int = 64, n_positions: int = 256,
-                     vocab_size: int = 400, seed: int = 0, train_steps: int = 40) -> Path:
+                     vocab_size: int = 400, seed: int = 0, train_steps: int = 40, outputs: int | None = None) -> Path:
+    """`outputs`: the model's vocabulary width where it should differ from the tokenizer's (GPT-2's 50,257)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -50,7 +51,7 @@ def build_tiny_model(folder: Path, *, n_layer: int = 2, n_embd: int = 64, n_posi
 
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=len(fast), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=4,
+        vocab_size=outputs or len(fast), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=4,
         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
     )
     model = GPT2LMHeadModel(config)

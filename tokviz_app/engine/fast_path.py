@@ -49,11 +49,14 @@ class FastPath:
         self.on_active = on_active
         self.quiet = quiet  # a context in which no forward pass runs beside the timing
         self.line = "optimising…"
-        self.active = False  # the quantised kernels serve decoding steps
-        self.max_rows = 0  # of up to this many rows
+        self.max_rows = 0  # the quantised kernels serve decoding steps of up to this many rows (0: none)
         self._done = threading.Event()
         self.thread: threading.Thread | None = None
         self.exiting = False  # the interpreter is exiting: stop preparing
+
+    @property
+    def active(self) -> bool:
+        return self.max_rows > 0
 
     @property
     def optimising(self) -> bool:
@@ -63,7 +66,7 @@ class FastPath:
         return self._done.wait(timeout)
 
     def finish(self, line: str, max_rows: int = 0) -> None:
-        self.line, self.active, self.max_rows = line, max_rows > 0, max_rows
+        self.line, self.max_rows = line, max_rows
         if max_rows:
             self.on_active(max_rows)
         log.info("%s", line)
