@@ -125,7 +125,8 @@ def test_smollm2_sampler_lens_screenshot(smollm2_server, driver) -> None:
     struck = [c for c in chips[3:] if "tv-whatif-zero" in (c.get_dom_attribute("class") or "")]
     others = [c for c in chips[3:] if c not in struck]
     def shown(selector: str) -> list:  # the open menu only: a closing one stays in the page for its transition
-        return [e for e in page.css(selector) if e.is_displayed()]
+        # inside the wait, which asks again where the menu re-rendered between the query and the check (stale)
+        return page.wait.until(lambda _: [[e for e in page.css(selector) if e.is_displayed()]])[0]
 
     for chip in struck + others:  # a struck-through token (else any) whose menu greys alternatives outside the nucleus
         chip.click()
