@@ -53,16 +53,19 @@ async def test_a_branch_switch_is_one_operation(user: User, tokviz_page, monkeyp
     alternative = next(a.token_id for a in first[2].alternatives if a.token_id != first[2].token_id)
     await c.branching.choose(2, alternative)
     await wait_until(lambda: len(c.state.branches) == 2, message="two branches")
+    await idle(c)  # the text after the pick is generated first (else that, not the switch, holds the tab)
     switch = app.service.switch_branch
+    release = asyncio.Event()  # the switch runs until the test lets it go (a fixed sleep ran out on a slow machine)
 
     async def slow_switch(handle, branch_id):
-        await asyncio.sleep(0.3)
+        await release.wait()
         return await switch(handle, branch_id)
 
     monkeypatch.setattr(app.service, "switch_branch", slow_switch)
     task = asyncio.create_task(c.branching.switch(0))
     await wait_until(lambda: c.state.busy, message="the switch to claim the tab")
     await c.branching.choose(1, alternative)  # refused while the switch runs
+    release.set()
     await task
     await idle(c)
     assert [s.token_id for s in c.state.tokens] == [s.token_id for s in first]
