@@ -1,4 +1,5 @@
-"""Build and load `exact_quant.c`: compiled once on the user's machine (-march=native), remembered on disk.
+"""Build and load tokviz's C kernels (`exact_quant.c`, `row_stats.c`): compiled once on the user's machine
+(-march=native), remembered on disk.
 
 The shared library is keyed by the source, the compiler, its flags and the CPU, so a later start loads it
 in milliseconds and another machine (or a newer compiler) builds its own. Where no C compiler is found or the
@@ -51,22 +52,22 @@ def _cpu_line() -> str:
     return "\n".join(wanted[:2])
 
 
-def library_path(compiler: str) -> Path:
+def library_path(compiler: str, source: Path = SOURCE, flags: tuple[str, ...] = FLAGS) -> Path:
     from .bundled import cache_root
 
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as error:
         raise QuantUnavailable(f"the C compiler does not run: {error}") from error
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), version, " ".join(FLAGS), _cpu_line()]).encode())
-    return cache_root() / "kernels" / f"exact_quant-{key.hexdigest()[:16]}.so"
+    key = hashlib.sha256("\n".join([source.read_text(), version, " ".join(flags), _cpu_line()]).encode())
+    return cache_root() / "kernels" / f"{source.stem}-{key.hexdigest()[:16]}.so"
 
 
-def build(path: Path, compiler: str) -> None:
+def build(path: Path, compiler: str, source: Path = SOURCE, flags: tuple[str, ...] = FLAGS) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True,
+        done = subprocess.run([compiler, *flags, str(source), "-o", str(tmp)], capture_output=True, text=True,
                               timeout=300)
         if done.returncode != 0:
             raise QuantUnavailable(f"the C compiler failed: {done.stderr.strip()[-500:]}")
@@ -77,23 +78,30 @@ def build(path: Path, compiler: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def load_library() -> QuantLibrary:
+def load_shared(source: Path, flags: tuple[str, ...]) -> tuple[ctypes.CDLL, Path, float]:
+    """`source` built with `flags` (once per machine, compiler and source) and loaded: (library, its path,
+    seconds spent building: 0 where it was built already)."""
     import time
 
     started = time.perf_counter()
     with _build_lock:
         compiler = _compiler()
-        path = library_path(compiler)
+        path = library_path(compiler, source, flags)
         fresh = not path.is_file()
         if fresh:
-            build(path, compiler)
+            build(path, compiler, source, flags)
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as error:
             raise QuantUnavailable(f"the built kernels do not load: {error}") from error
+    return lib, path, time.perf_counter() - started if fresh else 0.0
+
+
+def load_library() -> QuantLibrary:
+    lib, path, built_seconds = load_shared(SOURCE, FLAGS)
     pointer, rows, width = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.tokviz_q4_1_matmul.argtypes = [pointer, rows, rows, pointer, pointer, pointer, pointer, rows, width]
     lib.tokviz_q8_0_matmul.argtypes = [pointer, rows, rows, pointer, pointer, pointer, rows, width]
     lib.tokviz_q4_1_matmul.restype = lib.tokviz_q8_0_matmul.restype = ctypes.c_int
-    return QuantLibrary(path, time.perf_counter() - started if fresh else 0.0, lib.tokviz_max_rows(),
+    return QuantLibrary(path, built_seconds, lib.tokviz_max_rows(),
                         lib.tokviz_vector_width(), lib.tokviz_q4_1_matmul, lib.tokviz_q8_0_matmul)

@@ -9,7 +9,10 @@ from typing import Callable, Sequence
 import torch
 
 from . import metrics
+from .row_stats import row_stats
 from ..core.types import Alternative, SamplingParams, TokenStep
+
+LN2 = metrics.LN2
 
 # Logits per block of rows: a 1,000-token prompt's statistics made ~10 temporaries of [1000, 50257] floats, each in
 # fresh pages (glibc maps allocations that large anew): 0.6-2 s on a 2-core Xeon. Blocks of 8 MB stay in cache.
@@ -32,23 +35,11 @@ def token_steps(logits: torch.Tensor, token_ids: list[int], first_position: int,
                                  is_prompt=is_prompt, params=params, texts=texts,
                                  context=context[: max(0, len(context) - len(token_ids) + end)])
         return steps
-    logprobs = metrics.log_softmax(logits)
-    probs = logprobs.exp()
-    if sampled is None:  # plain sampling draws from the raw distribution: no second softmax
-        sampled = metrics.Sampled(probs, None) if metrics.is_plain(params) else metrics.samplers(logits, params, context)
-    targets = torch.tensor(token_ids, dtype=torch.long, device=logits.device).unsqueeze(-1)
-    chosen_logprob = logprobs.gather(-1, targets).squeeze(-1)
-    chosen_sampled = sampled.probs.gather(-1, targets).squeeze(-1)
-    rank = metrics.ranks(logits, targets.squeeze(-1))
-    entropy = metrics.entropy_bits(logprobs, probs)
-    kept_count = (sampled.probs != 0).sum(-1, dtype=torch.int32)  # (count_nonzero converts to int64 first)
-    kept_mass = (probs if sampled.probs is probs else probs.masked_fill(sampled.probs == 0, 0.0)).sum(-1)
-    top_logprob, top_ids = logprobs.topk(min(params.top_n, logprobs.shape[-1]), dim=-1)
-    top_sampled = sampled.probs.gather(-1, top_ids)
-    top_dropped = (torch.zeros_like(top_ids) if sampled.dropped is None else sampled.dropped.gather(-1, top_ids))
-    rows = zip(token_ids, chosen_logprob.tolist(), chosen_sampled.tolist(), rank.tolist(), entropy.tolist(),
-               top_ids.tolist(), top_logprob.exp().tolist(), top_sampled.tolist(), top_dropped.tolist(),
-               kept_count.tolist(), kept_mass.tolist())
+    plain = sampled is None or sampled.dropped is None  # (a sampler that cut nothing: the raw distribution)
+    columns = _native_columns(logits, token_ids, params) if plain else None
+    if columns is None:
+        columns = _torch_columns(logits, token_ids, params, context, sampled)
+    rows = zip(token_ids, *columns)
     steps = []
     for offset, (token_id, logprob, s_prob, r, ent, alt_ids, alt_probs, alt_sampled, alt_dropped, count,
                  mass) in enumerate(rows):
@@ -63,3 +54,43 @@ def token_steps(logits: torch.Tensor, token_ids: list[int], first_position: int,
             is_prompt=is_prompt, partial=partial, sampling=params, kept_count=int(count), kept_mass=min(mass, 1.0),
         ))
     return steps
+
+
+def _native_columns(logits: torch.Tensor, token_ids: list[int], params: SamplingParams) -> list[list] | None:
+    """The plain distribution's columns from `row_stats.c` (one call for the block); None: torch's path."""
+    if not metrics.is_plain(params):
+        return None
+    k = min(params.top_n, logits.shape[-1])
+    stats = row_stats(logits, token_ids, k)
+    if stats is None or bool(stats.failed.any()):
+        return None
+    chosen_prob = stats.logprob.exp()  # the sampling distribution is the raw one: sampled_prob = prob
+    top_probs = stats.top_logprobs.exp()
+    # Every token that keeps a non-zero fp32 probability is kept, and those without one hold < 2**-150 of the
+    # mass each: the kept mass is the whole distribution's.
+    rows = len(token_ids)
+    return [stats.logprob.tolist(), chosen_prob.tolist(), stats.rank.tolist(), (stats.entropy_nats / LN2).tolist(),
+            stats.top_ids.tolist(), top_probs.tolist(), top_probs.tolist(), [[0] * k] * rows, stats.kept.tolist(),
+            [1.0] * rows]
+
+
+def _torch_columns(logits: torch.Tensor, token_ids: list[int], params: SamplingParams, context: Sequence[int],
+                   sampled: metrics.Sampled | None) -> list[list]:
+    """Every column in torch: any sampler, any device."""
+    logprobs = metrics.log_softmax(logits)
+    probs = logprobs.exp()
+    if sampled is None:  # plain sampling draws from the raw distribution: no second softmax
+        sampled = metrics.Sampled(probs, None) if metrics.is_plain(params) else metrics.samplers(logits, params, context)
+    targets = torch.tensor(token_ids, dtype=torch.long, device=logits.device).unsqueeze(-1)
+    chosen_logprob = logprobs.gather(-1, targets).squeeze(-1)
+    chosen_sampled = sampled.probs.gather(-1, targets).squeeze(-1)
+    rank = metrics.ranks(logits, targets.squeeze(-1))
+    entropy = metrics.entropy_bits(logprobs, probs)
+    kept_count = (sampled.probs != 0).sum(-1, dtype=torch.int32)  # (count_nonzero converts to int64 first)
+    kept_mass = (probs if sampled.probs is probs else probs.masked_fill(sampled.probs == 0, 0.0)).sum(-1)
+    top_logprob, top_ids = logprobs.topk(min(params.top_n, logprobs.shape[-1]), dim=-1)
+    top_sampled = sampled.probs.gather(-1, top_ids)
+    top_dropped = (torch.zeros_like(top_ids) if sampled.dropped is None else sampled.dropped.gather(-1, top_ids))
+    return [chosen_logprob.tolist(), chosen_sampled.tolist(), rank.tolist(), entropy.tolist(), top_ids.tolist(),
+            top_logprob.exp().tolist(), top_sampled.tolist(), top_dropped.tolist(), kept_count.tolist(),
+            kept_mass.tolist()]

@@ -1,0 +1,77 @@
+"""A prompt token's statistics in one native call per block of rows (`row_stats.c`), where the C kernels build.
+
+Only plain sampling takes this path (the numbers of the raw distribution); a row the kernel refuses (NaN, no
+finite logit) and every machine without a C compiler keep torch's path in `token_steps`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .quant_library import QuantUnavailable, load_shared
+
+SOURCE = Path(__file__).with_name("row_stats.c")
+FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")  # no fast-math: the kernel must see NaN and infinities
+MAX_TOP = 32  # the kernel's list of best tokens (core.types.MAX_TOP_N is 20)
+
+log = logging.getLogger("tokviz.engine")
+_lock = threading.Lock()
+_kernel: ctypes._CFuncPtr | None = None
+_unavailable: str | None = None
+
+
+@dataclass
+class RowStats:
+    """Per row: log-probability and rank of its target, entropy (nats), how many tokens have a non-zero fp32
+    probability, the top tokens (ids, log-probabilities); `failed` rows were left to torch."""
+
+    logprob: torch.Tensor  # [T] float32
+    rank: torch.Tensor  # [T] int32
+    entropy_nats: torch.Tensor  # [T] float64
+    kept: torch.Tensor  # [T] int32
+    top_ids: torch.Tensor  # [T, k] int64
+    top_logprobs: torch.Tensor  # [T, k] float32
+    failed: torch.Tensor  # [T] bool
+
+
+def kernel() -> ctypes._CFuncPtr | None:
+    """The compiled kernel, or None (said once in the log) where it cannot be built here."""
+    global _kernel, _unavailable
+    with _lock:
+        if _kernel is None and _unavailable is None:
+            try:
+                lib = load_shared(SOURCE, FLAGS)[0]
+            except QuantUnavailable as error:
+                _unavailable = str(error)
+                log.info("prompt statistics use torch: %s", error)
+                return None
+            p, n = ctypes.c_void_p, ctypes.c_int64
+            lib.tokviz_row_stats.argtypes = [p, n, n, p, ctypes.c_int, p, p, p, p, p, p, p]
+            lib.tokviz_row_stats.restype = n
+            _kernel = lib.tokviz_row_stats
+        return _kernel
+
+
+def row_stats(logits: torch.Tensor, targets: list[int], k: int) -> RowStats | None:
+    """The statistics of `targets` under logits [T, V] (float32, CPU); None where the kernel is unavailable."""
+    run = kernel() if logits.device.type == "cpu" and k <= MAX_TOP else None
+    if run is None:
+        return None
+    logits = logits.float().contiguous()
+    rows, vocab = logits.shape
+    out = RowStats(torch.empty(rows), torch.empty(rows, dtype=torch.int32), torch.empty(rows, dtype=torch.float64),
+                   torch.empty(rows, dtype=torch.int32), torch.empty(rows, k, dtype=torch.long),
+                   torch.empty(rows, k), torch.zeros(rows, dtype=torch.bool))
+    ids = torch.tensor(targets, dtype=torch.long)
+    if not ((ids >= 0) & (ids < vocab)).all():
+        raise IndexError("a target token is outside the logits' vocabulary")
+    run(logits.data_ptr(), rows, vocab, ids.data_ptr(), k, out.logprob.data_ptr(), out.rank.data_ptr(),
+        out.entropy_nats.data_ptr(), out.kept.data_ptr(), out.top_ids.data_ptr(), out.top_logprobs.data_ptr(),
+        out.failed.data_ptr())
+    return out
