@@ -173,3 +173,41 @@ def test_a_long_prompt_crossing_into_a_longer_bucket_stays_exact(long_context_mo
     run_together([a, b], lambda s: s.generate(3))
     check_all(a, model)
     check_all(b, model)
+
+
+def test_a_step_is_drawn_on_the_lane_and_its_failure_stays_its_own(fresh_model):
+    """Decoding steps hand the lane their draw (`feed(finish=...)`): it runs on the lane's thread, right after the
+    batch's forward; a draw that fails reaches its own caller, and the other rows of the batch get their tokens."""
+    sessions = [fresh_model.start(p, SamplingParams(seed=i)) for i, p in enumerate(PROMPTS[:4])]
+    for s in sessions:
+        s.step()  # resident
+    drawn_on = []
+    real_draw = type(sessions[0])._draw
+
+    def draw(session, logits):
+        drawn_on.append(threading.current_thread().name)
+        if session is sessions[0]:
+            raise ValueError("this row's draw failed")
+        return real_draw(session, logits)
+
+    sessions[0]._draw = lambda logits: draw(sessions[0], logits)
+    for s in sessions[1:]:
+        s._draw = (lambda session: lambda logits: draw(session, logits))(s)
+    failures = []
+
+    def step(s):
+        try:
+            s.step()
+        except ValueError as error:
+            failures.append((s, str(error)))
+
+    batches = fresh_model.lane.stats["batched_rows"]
+    run_together(sessions, step)
+    assert failures == [(sessions[0], "this row's draw failed")]
+    assert set(drawn_on) == {"tokviz-lane"} and len(drawn_on) == 4
+    assert fresh_model.lane.stats["batched_rows"] - batches == 4
+    assert [len(s.tokens) for s in sessions] == [1, 2, 2, 2]
+    del sessions[0]._draw
+    sessions[0].step()  # the failed step left the session usable
+    for s in sessions:
+        check_all(s, fresh_model)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import torch
 
 from . import metrics
+from .row_stats import row_stats
 from .resident import new_cache
 from ..core.compare import TokenScore, check_scored, kl_from_lists
 from ..core.contract import Model, ScoreReference, StopCheck
@@ -52,18 +53,24 @@ def _scores(model: Model, ids: list[int], start: int, listed: int, theirs: Itera
     for logits in _blocks(model, ids, start, should_stop):
         targets = torch.tensor(ids[start + len(out): start + len(out) + len(logits)], dtype=torch.long,
                                device=logits.device)
-        logprobs = metrics.log_softmax(logits)
-        picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).tolist()
-        ranks = metrics.ranks(logits, targets).tolist()
-        top_p, top_i = logprobs.topk(min(max(1, listed), logprobs.shape[-1]), dim=-1)
-        top_p = top_p.exp().tolist()
+        k = min(max(1, listed), logits.shape[-1])
+        stats = row_stats(logits, targets.tolist(), k) if theirs is None else None  # (the KL needs every log-prob)
+        if stats is not None:
+            picked, ranks = stats.logprob.tolist(), stats.rank.tolist()
+            top_p, top_i = stats.top_logprobs.exp().tolist(), stats.top_ids
+        else:
+            logprobs = metrics.log_softmax(logits)
+            picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).tolist()
+            ranks = metrics.ranks(logits, targets).tolist()
+            top_p, top_i = logprobs.topk(k, dim=-1)
+            top_p = top_p.exp().tolist()
         kl = [None] * len(logits)
         if theirs is not None:
             reference_logprobs = metrics.log_softmax(next(theirs).to(logits.device))
             # Σ p (log p − log q); 0·(−inf) is nan and counts as 0; an infinite divergence is unknown (None)
             values = (reference_logprobs.exp() * (reference_logprobs - logprobs)).nansum(-1) / metrics.LN2
             kl = [max(0.0, v) if v == v and v != float("inf") else None for v in values.tolist()]
-        del logits, logprobs
+        del logits
         for row, (token, logprob, rank) in enumerate(zip(targets.tolist(), picked, ranks)):
             top = tuple(Alternative(i, model.token_text(i)[0], p, None)
                         for i, p in zip(top_i[row].tolist(), top_p[row]))

@@ -135,15 +135,13 @@ static int one_row(const float* x, int64_t V, int64_t target, int k, float* logp
     return 0;
 }
 
-/* rows x V logits; per row r: targets[r] in [0, V), k (<= 32) top tokens. Returns how many rows failed
-   (non-finite: status[r] = 1, their outputs untouched). */
-int64_t tokviz_row_stats(const float* logits, int64_t rows, int64_t V, const int64_t* targets, int k,
-                         float* logprob, int32_t* rank, double* entropy_nats, int32_t* kept, int64_t* top_ids, float* top_logprobs, uint8_t* status) {
-    int64_t failed = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        status[r] = (uint8_t)one_row(logits + r * V, V, targets[r], k, logprob + r, rank + r, entropy_nats + r,
-                                     kept + r, top_ids + r * k, top_logprobs + r * k);
-        failed += status[r];
-    }
-    return failed;
+/* rows x V logits; per row r: targets[r] in [0, V), the best k (<= 32). Returns 1 at the first row it refuses
+   (NaN, or no finite maximum): the caller computes the block in torch. */
+int tokviz_row_stats(const float* logits, int64_t rows, int64_t V, const int64_t* targets, int k, float* logprob,
+                     int32_t* rank, double* entropy_nats, int32_t* kept, int64_t* top_ids, float* top_logprobs) {
+    for (int64_t r = 0; r < rows; r++)
+        if (one_row(logits + r * V, V, targets[r], k, logprob + r, rank + r, entropy_nats + r, kept + r,
+                    top_ids + r * k, top_logprobs + r * k))
+            return 1;
+    return 0;
 }

@@ -1,7 +1,8 @@
-"""A prompt token's statistics in one native call per block of rows (`row_stats.c`), where the C kernels build.
+"""Rows of logits -> their targets' statistics in one native call (`row_stats.c`), where the C kernels build.
 
-Only plain sampling takes this path (the numbers of the raw distribution); a row the kernel refuses (NaN, no
-finite logit) and every machine without a C compiler keep torch's path in `token_steps`.
+The raw distribution's numbers only: a prompt's tokens and plain sampling steps (`token_steps`), scored texts
+(`compare.score_ids`) and scored windows (`window_scoring`). Where it returns None (no C compiler, logits on a
+GPU, a row holding NaN or no finite logit) the caller keeps its torch code.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ _unavailable: str | None = None
 @dataclass
 class RowStats:
     """Per row: log-probability and rank of its target, entropy (nats), how many tokens have a non-zero fp32
-    probability, the top tokens (ids, log-probabilities); `failed` rows were left to torch."""
+    probability, the top tokens (ids, log-probabilities)."""
 
     logprob: torch.Tensor  # [T] float32
     rank: torch.Tensor  # [T] int32
@@ -37,7 +38,6 @@ class RowStats:
     kept: torch.Tensor  # [T] int32
     top_ids: torch.Tensor  # [T, k] int64
     top_logprobs: torch.Tensor  # [T, k] float32
-    failed: torch.Tensor  # [T] bool
 
 
 def kernel() -> ctypes._CFuncPtr | None:
@@ -49,17 +49,17 @@ def kernel() -> ctypes._CFuncPtr | None:
                 lib = load_shared(SOURCE, FLAGS)[0]
             except QuantUnavailable as error:
                 _unavailable = str(error)
-                log.info("prompt statistics use torch: %s", error)
+                log.info("token statistics use torch: %s", error)
                 return None
             p, n = ctypes.c_void_p, ctypes.c_int64
-            lib.tokviz_row_stats.argtypes = [p, n, n, p, ctypes.c_int, p, p, p, p, p, p, p]
-            lib.tokviz_row_stats.restype = n
+            lib.tokviz_row_stats.argtypes = [p, n, n, p, ctypes.c_int, p, p, p, p, p, p]
+            lib.tokviz_row_stats.restype = ctypes.c_int
             _kernel = lib.tokviz_row_stats
         return _kernel
 
 
 def row_stats(logits: torch.Tensor, targets: list[int], k: int) -> RowStats | None:
-    """The statistics of `targets` under logits [T, V] (float32, CPU); None where the kernel is unavailable."""
+    """The statistics of `targets` under logits [T, V] (float32, CPU) with the top `k` tokens; None: use torch."""
     run = kernel() if logits.device.type == "cpu" and k <= MAX_TOP else None
     if run is None:
         return None
@@ -67,11 +67,11 @@ def row_stats(logits: torch.Tensor, targets: list[int], k: int) -> RowStats | No
     rows, vocab = logits.shape
     out = RowStats(torch.empty(rows), torch.empty(rows, dtype=torch.int32), torch.empty(rows, dtype=torch.float64),
                    torch.empty(rows, dtype=torch.int32), torch.empty(rows, k, dtype=torch.long),
-                   torch.empty(rows, k), torch.zeros(rows, dtype=torch.bool))
+                   torch.empty(rows, k))
     ids = torch.tensor(targets, dtype=torch.long)
     if not ((ids >= 0) & (ids < vocab)).all():
         raise IndexError("a target token is outside the logits' vocabulary")
-    run(logits.data_ptr(), rows, vocab, ids.data_ptr(), k, out.logprob.data_ptr(), out.rank.data_ptr(),
-        out.entropy_nats.data_ptr(), out.kept.data_ptr(), out.top_ids.data_ptr(), out.top_logprobs.data_ptr(),
-        out.failed.data_ptr())
-    return out
+    refused = run(logits.data_ptr(), rows, vocab, ids.data_ptr(), k, out.logprob.data_ptr(), out.rank.data_ptr(),
+                  out.entropy_nats.data_ptr(), out.kept.data_ptr(), out.top_ids.data_ptr(),
+                  out.top_logprobs.data_ptr())
+    return None if refused else out

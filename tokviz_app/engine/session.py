@@ -79,14 +79,22 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
                 raise ContextFullError(
                     f"The context window of {self.context_length} tokens is full: nothing more can be generated."
                 )
-            logits = self._logits_for_next()
-            params = self.params
-            sampled = metrics.samplers(logits.unsqueeze(0), params, self._ids)  # every sampler, as the step shows
-            probs = sampled.probs[0]
-            token_id = int(probs.argmax()) if params.greedy else metrics.draw(probs, self._generator)
-            step = self._make_step(logits, token_id, len(self.tokens), params, sampled)
-            self._append(token_id, step)
+            if self._next_logits is not None:
+                step = self._draw(self._next_logits)
+            else:  # the lane draws the token right after the forward (see `InferenceLane.feed`)
+                self._crop_to(len(self._ids) - 1)
+                step = self._forward(self._ids[self._cached :], finish=lambda logits: self._draw(logits[-1]))
+            self._append(step.token_id, step)
             return step
+
+    def _draw(self, logits: torch.Tensor) -> TokenStep:
+        """The next token from its logits [V] with the current sampling settings, and its numbers. Runs on the
+        lane's thread while this session's caller waits for it (holding the session's lock)."""
+        params = self.params
+        sampled = metrics.samplers(logits.unsqueeze(0), params, self._ids)  # every sampler, as the step shows
+        probs = sampled.probs[0]
+        token_id = int(probs.argmax()) if params.greedy else metrics.draw(probs, self._generator)
+        return self._make_step(logits, token_id, len(self.tokens), params, sampled)
 
     def generate(self, max_new_tokens: int, *, should_stop: Callable[[], bool] | None = None,
                  on_token: Callable[[TokenStep], None] | None = None) -> list[TokenStep]:
@@ -207,11 +215,12 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
     def _crop_to(self, length: int) -> None:
         self._cached = min(self._cached, length)
 
-    def _forward(self, ids: list[int], should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
-        """Run `ids` through the model after the cached prefix; float32 logits [len(ids), V]."""
-        logits = self.model.lane.feed(self._slot, ids, keep=self._cached, should_stop=should_stop)
+    def _forward(self, ids: list[int], should_stop: Callable[[], bool] | None = None, finish=None):
+        """Run `ids` through the model after the cached prefix; float32 logits [len(ids), V] (or `finish`'s
+        result: `InferenceLane.feed`)."""
+        out = self.model.lane.feed(self._slot, ids, keep=self._cached, should_stop=should_stop, finish=finish)
         self._cached += len(ids)
-        return logits
+        return out
 
     def _logits_for_next(self) -> torch.Tensor:
         if self._next_logits is None:

@@ -62,7 +62,7 @@ def _native_columns(logits: torch.Tensor, token_ids: list[int], params: Sampling
         return None
     k = min(params.top_n, logits.shape[-1])
     stats = row_stats(logits, token_ids, k)
-    if stats is None or bool(stats.failed.any()):
+    if stats is None:
         return None
     chosen_prob = stats.logprob.exp()  # the sampling distribution is the raw one: sampled_prob = prob
     top_probs = stats.top_logprobs.exp()
