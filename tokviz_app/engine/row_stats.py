@@ -20,6 +20,7 @@ from .quant_library import QuantUnavailable, load_shared
 SOURCE = Path(__file__).with_name("row_stats.c")
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")  # no fast-math: the kernel must see NaN and infinities
 MAX_TOP = 32  # the kernel's list of best tokens (core.types.MAX_TOP_N is 20)
+ROWS_PER_THREAD = 32  # fewer rows are not worth starting a thread for
 
 log = logging.getLogger("tokviz.engine")
 _lock = threading.Lock()
@@ -71,7 +72,22 @@ def row_stats(logits: torch.Tensor, targets: list[int], k: int) -> RowStats | No
     ids = torch.tensor(targets, dtype=torch.long)
     if not ((ids >= 0) & (ids < vocab)).all():
         raise IndexError("a target token is outside the logits' vocabulary")
-    refused = run(logits.data_ptr(), rows, vocab, ids.data_ptr(), k, out.logprob.data_ptr(), out.rank.data_ptr(),
-                  out.entropy_nats.data_ptr(), out.kept.data_ptr(), out.top_ids.data_ptr(),
-                  out.top_logprobs.data_ptr())
-    return None if refused else out
+    def part(start: int, end: int) -> int:
+        return run(logits[start].data_ptr(), end - start, vocab, ids[start].data_ptr(), k,
+                   out.logprob[start].data_ptr(), out.rank[start].data_ptr(), out.entropy_nats[start].data_ptr(),
+                   out.kept[start].data_ptr(), out.top_ids[start].data_ptr(), out.top_logprobs[start].data_ptr())
+
+    if rows == 0:
+        return out
+    # A prompt's rows on every core torch may use (ctypes lets go of the GIL): ~60 us a row of GPT-2's vocabulary
+    parts = max(1, min(torch.get_num_threads(), rows // ROWS_PER_THREAD))
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    refused = [0] * parts
+    helpers = [threading.Thread(target=lambda i=i: refused.__setitem__(i, part(bounds[i], bounds[i + 1])),
+                                name="tokviz-row-stats") for i in range(1, parts)]
+    for helper in helpers:
+        helper.start()
+    refused[0] = part(bounds[0], bounds[1])
+    for helper in helpers:
+        helper.join()
+    return None if any(refused) else out

@@ -14,7 +14,7 @@ from ..core.types import Alternative, SamplingParams, TokenStep
 
 LN2 = metrics.LN2
 
-# Logits per block of rows: a 1,000-token prompt's statistics made ~10 temporaries of [1000, 50257] floats, each in
+# Logits per block of rows on torch's path: a 1,000-token prompt's statistics made ~10 temporaries of [1000, 50257] floats, each in
 # fresh pages (glibc maps allocations that large anew): 0.6-2 s on a 2-core Xeon. Blocks of 8 MB stay in cache.
 LOGITS_AT_ONCE = 2**21
 
@@ -26,8 +26,10 @@ def token_steps(logits: torch.Tensor, token_ids: list[int], first_position: int,
     text and partial flag). `context`: the ids before the last row's token (the repetition penalty's;
     row r sees `context[:len(context) - T + 1 + r]`). `sampled`: the samplers' output where the caller
     has it already."""
+    plain = sampled is None or sampled.dropped is None  # (a sampler that cut nothing: the raw distribution)
+    columns = _native_columns(logits, token_ids, params) if plain else None  # every row in one call
     block = max(1, LOGITS_AT_ONCE // logits.shape[-1])
-    if len(token_ids) > block and sampled is None:  # a prompt's rows, a block at a time
+    if columns is None and len(token_ids) > block and sampled is None:  # a prompt's rows, a block at a time
         steps: list[TokenStep] = []
         for start in range(0, len(token_ids), block):
             end = min(start + block, len(token_ids))
@@ -35,8 +37,6 @@ def token_steps(logits: torch.Tensor, token_ids: list[int], first_position: int,
                                  is_prompt=is_prompt, params=params, texts=texts,
                                  context=context[: max(0, len(context) - len(token_ids) + end)])
         return steps
-    plain = sampled is None or sampled.dropped is None  # (a sampler that cut nothing: the raw distribution)
-    columns = _native_columns(logits, token_ids, params) if plain else None
     if columns is None:
         columns = _torch_columns(logits, token_ids, params, context, sampled)
     rows = zip(token_ids, *columns)
