@@ -1,9 +1,9 @@
 """`LoadedModel.score_windows`: many windows padded into one forward pass.
 
 Right padding needs no attention mask: a causal model's real tokens never see the padding after them. The
-scored positions' logits go through the engine's own maths (`row_stats`, else `metrics`), as a session's prompt does. The
-forward runs in the calling thread, not the inference lane (which batches one-token steps and runs every
-prefill on its own): `tokviz score` is the model's only user. A window over the budget takes a session's
+scored positions' logits go through the engine's own maths (`row_stats`, else `metrics`), as a session's
+prompt does. The forward runs in the calling thread, not the inference lane (which batches one-token steps
+and runs every prefill on its own): `tokviz score` is the model's only user. A window over the budget takes a session's
 chunked pass, whose KV cache bounds the memory.
 """
 
