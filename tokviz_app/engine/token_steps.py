@@ -14,8 +14,9 @@ from ..core.types import Alternative, SamplingParams, TokenStep
 
 LN2 = metrics.LN2
 
-# Logits per block of rows on torch's path: a 1,000-token prompt's statistics made ~10 temporaries of [1000, 50257] floats, each in
-# fresh pages (glibc maps allocations that large anew): 0.6-2 s on a 2-core Xeon. Blocks of 8 MB stay in cache.
+# Logits per block of rows on torch's path: a 1,000-token prompt's statistics made ~10 temporaries of
+# [1000, 50257] floats, each in fresh pages (glibc maps allocations that large anew): 0.6-2 s on a 2-core Xeon.
+# Blocks of 8 MB stay in cache.
 LOGITS_AT_ONCE = 2**21
 
 
