@@ -1,5 +1,8 @@
 """Per-token statistics from logits: probability, log-prob, rank, entropy, sampled probability, what the
-samplers kept, and the top alternatives (`params.top_n`, 10 by default) with the sampler that dropped each."""
+samplers kept, and the top alternatives (`params.top_n`, 10 by default) with the sampler that dropped each.
+
+The raw distribution's rows (a prompt, a plain sampling step) go through `row_stats` (one native call);
+every sampler setting, a GPU, and a machine without a C compiler through torch (`_torch_columns`)."""
 
 from __future__ import annotations
 
