@@ -10,7 +10,7 @@ import torch
 
 from tests.test_engine import PROMPT, check_all
 from tokviz_app.engine import ModelManager, SamplingParams
-from tokviz_app.engine import kernels
+from tokviz_app.engine import few_rows, kernels
 
 
 @pytest.fixture(autouse=True)
@@ -29,15 +29,19 @@ def layouts_in(model) -> set[str]:
             found.add("nt")
         elif name == "MkldnnLinear":
             found.add("packed")
+        elif name == "RowsLinear":
+            found.add("rows")
     return found
 
 
-@pytest.mark.parametrize("mode", ["nt", "nn", "packed", "auto", "plain"])
+@pytest.mark.parametrize("mode", ["nt", "nn", "packed", "rows", "auto", "plain"])
 def test_every_layout_gives_the_independent_forwards_numbers(tiny_model_path, mode):
     if mode == "packed" and not torch.backends.mkldnn.is_available():
         pytest.skip("this torch build has no oneDNN")
+    if mode == "rows" and not few_rows.available():
+        pytest.skip("no C compiler with OpenMP here")
     model = ModelManager(device="cpu", cpu_kernels=mode).load(str(tiny_model_path))
-    if mode in ("nt", "nn", "packed"):
+    if mode in ("nt", "nn", "packed", "rows"):
         assert mode in layouts_in(model)
     a = model.start(PROMPT, SamplingParams(seed=5))
     b = model.start("Hello world!", SamplingParams(seed=6, temperature=0.8, top_k=30))

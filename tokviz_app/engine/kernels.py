@@ -119,7 +119,8 @@ def choose_kernels(model: torch.nn.Module, mode: str = "auto") -> KernelReport:
     placed = [(layer, id(layer.module.weight) in shared) for layer in layers]
     for layer, tied in placed:
         shape = shape_key(layer, tied)
-        key = f"{machine}|{shape}|loaded {layer.loaded}"
+        # A choice among other candidates (a new layout, a kernel that no longer builds) is made again.
+        key = f"{machine}|{shape}|loaded {layer.loaded} of {'/'.join(candidates(layer, tied))}"
         if shape in chosen:
             continue
         if mode != "auto":
@@ -156,6 +157,8 @@ def _apply(model: torch.nn.Module, placed: list[tuple[LinearLayer, bool]], chose
         new = build(layout, layer.weight_out_in, layer.bias)
         if tied and layout == "nn":  # the tied embedding reads the same storage through a transposed view
             _retie_embeddings(model, layer.module.weight, new.weight_t)
+        elif tied and layout == "rows":  # the same [out, in] weight: one Parameter, or a later copy makes two
+            new.weight = layer.module.weight
         setattr(layer.parent, layer.name, new)
         changed += 1
     return changed

@@ -3,6 +3,7 @@
 - "nt":     weight [out, in] (nn.Linear's own layout), y = x @ W.T
 - "nn":     weight [in, out] (GPT-2 Conv1D's own layout), y = x @ W
 - "packed": oneDNN (mkldnn) packed weight
+- "rows":   weight [out, in]; 1-16 rows (a decoding step) in `few_rows.c`, more rows (prompt chunks) as "nt"
 `kernels.py` times them and swaps the fastest in.
 """
 
@@ -12,7 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-LAYOUTS = ("nt", "nn", "packed")
+from . import few_rows
+
+LAYOUTS = ("nt", "nn", "packed", "rows")
 
 
 class NNLinear(torch.nn.Module):
@@ -37,6 +40,14 @@ class NTLinear(torch.nn.Linear):
         self.in_features, self.out_features = weight_out_in.shape[1], weight_out_in.shape[0]
         self.weight = torch.nn.Parameter(weight_out_in, requires_grad=False)
         self.bias = None if bias is None else torch.nn.Parameter(bias, requires_grad=False)
+
+
+class RowsLinear(NTLinear):
+    """NTLinear whose decoding steps (1-16 rows) run in `few_rows.c`, which reads each weight once for all rows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = few_rows.matmul(x.reshape(-1, x.shape[-1]), self.weight, self.bias)
+        return super().forward(x) if out is None else out.view(*x.shape[:-1], out.shape[-1])
 
 
 def _packed(weight_out_in: torch.Tensor, bias: torch.Tensor | None) -> torch.nn.Module:
@@ -98,9 +109,11 @@ def shared_parameters(model: torch.nn.Module) -> set[int]:
 
 
 def candidates(layer: LinearLayer, tied: bool) -> tuple[str, ...]:
+    rows = ("rows",) if few_rows.available() and (not tied or layer.loaded == "nt") else ()
     if tied:  # another copy would cost the whole matrix again; a view keeps one copy
-        return ("nt", "nn")
-    return LAYOUTS if torch.backends.mkldnn.is_available() else ("nt", "nn")
+        return ("nt", "nn", *rows)
+    packed = ("packed",) if torch.backends.mkldnn.is_available() else ()
+    return ("nt", "nn", *packed, *rows)
 
 
 def build(layout: str, weight_out_in: torch.Tensor, bias: torch.Tensor | None) -> torch.nn.Module:
@@ -108,6 +121,8 @@ def build(layout: str, weight_out_in: torch.Tensor, bias: torch.Tensor | None) -
         return NTLinear(weight_out_in.contiguous(), bias)
     if layout == "nn":
         return NNLinear(weight_out_in.t().contiguous(), bias)
+    if layout == "rows":
+        return RowsLinear(weight_out_in.contiguous(), bias)
     return _packed(weight_out_in, bias)
 
 
