@@ -41,13 +41,18 @@ def rows_with(vocab: int, seed: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
+@pytest.mark.parametrize("path", ["native", "torch"])
 @pytest.mark.parametrize("vocab", [1, 5, 16, 17, 33, 1000, 50257])
-def test_statistics_match_numpy_in_float64(vocab):
-    kernel_or_skip()
+def test_statistics_match_numpy_in_float64(vocab, path, monkeypatch):
+    """`target_stats` from the kernel, and from torch where the kernel does not serve (GPU logits, no compiler)."""
+    if path == "native":
+        kernel_or_skip()
+    else:
+        monkeypatch.setattr(native, "kernel", lambda: None)
     logits = rows_with(vocab, seed=vocab)
     targets = [0, vocab - 1, vocab // 2, min(1, vocab - 1)]
     k = min(20, vocab)
-    stats = native.row_stats(logits, targets, k)
+    stats = native.target_stats(logits, targets, k)
     for r, target in enumerate(targets):
         row = logits[r].numpy()
         exp = expected(row, target, k)
@@ -62,8 +67,10 @@ def test_statistics_match_numpy_in_float64(vocab):
         assert abs(stats.kept[r].item() - int((exp["logprobs"] > UNDERFLOW).sum())) <= near
         top = stats.top_logprobs[r].numpy().astype(np.float64)
         np.testing.assert_allclose(np.exp(top), np.exp(exp["top_logprobs"]), atol=1e-6)
-        # equal logits list the lower id first (numpy's stable sort does the same)
-        np.testing.assert_array_equal(stats.top_ids[r].numpy(), exp["top_ids"])
+        if path == "native":  # equal logits list the lower id first (numpy's stable sort does the same)
+            np.testing.assert_array_equal(stats.top_ids[r].numpy(), exp["top_ids"])
+        else:  # torch.topk orders ties as it likes: the listed tokens are the best ones
+            np.testing.assert_array_equal(row[stats.top_ids[r].numpy()], row[exp["top_ids"]])
     if vocab >= 1000:
         assert stats.kept[1].item() < vocab // 2, "the wide row must exercise the underflow count"
 

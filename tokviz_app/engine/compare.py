@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import torch
 
 from . import metrics
-from .row_stats import row_stats
+from .row_stats import target_stats
 from .resident import new_cache
 from ..core.compare import TokenScore, check_scored, kl_from_lists
 from ..core.contract import Model, ScoreReference, StopCheck
@@ -54,18 +54,12 @@ def _scores(model: Model, ids: list[int], start: int, listed: int, theirs: Itera
         targets = torch.tensor(ids[start + len(out): start + len(out) + len(logits)], dtype=torch.long,
                                device=logits.device)
         k = min(max(1, listed), logits.shape[-1])
-        stats = row_stats(logits, targets.tolist(), k) if theirs is None else None  # (the KL needs every log-prob)
-        if stats is not None:
-            picked, ranks = stats.logprob.tolist(), stats.rank.tolist()
-            top_p, top_i = stats.top_logprobs.exp().tolist(), stats.top_ids
-        else:
-            logprobs = metrics.log_softmax(logits)
-            picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).tolist()
-            ranks = metrics.ranks(logits, targets).tolist()
-            top_p, top_i = logprobs.topk(k, dim=-1)
-            top_p = top_p.exp().tolist()
+        stats = target_stats(logits, targets.tolist(), k)
+        picked, ranks = stats.logprob.tolist(), stats.rank.tolist()
+        top_p, top_i = stats.top_logprobs.exp().tolist(), stats.top_ids
         kl = [None] * len(logits)
         if theirs is not None:
+            logprobs = metrics.log_softmax(logits)
             reference_logprobs = metrics.log_softmax(next(theirs).to(logits.device))
             # Σ p (log p − log q); 0·(−inf) is nan and counts as 0; an infinite divergence is unknown (None)
             values = (reference_logprobs.exp() * (reference_logprobs - logprobs)).nansum(-1) / metrics.LN2

@@ -2,7 +2,8 @@
 
 The raw distribution's numbers only: a prompt's tokens and plain sampling steps (`token_steps`), scored texts
 (`compare.score_ids`) and scored windows (`window_scoring`). Where it returns None (no C compiler, logits on a
-GPU, a row holding NaN or no finite logit) the caller keeps its torch code.
+GPU, a row holding NaN or no finite logit) `token_steps` keeps its torch code; `target_stats` is the same call
+with torch's equivalent behind it, for callers that only need these numbers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import metrics
 from .quant_library import QuantUnavailable, load_shared
 
 SOURCE = Path(__file__).with_name("row_stats.c")
@@ -91,3 +93,17 @@ def row_stats(logits: torch.Tensor, targets: list[int], k: int) -> RowStats | No
     for helper in helpers:
         helper.join()
     return None if any(refused) else out
+
+
+def target_stats(logits: torch.Tensor, targets: list[int], k: int) -> RowStats:
+    """`row_stats`, or the same numbers from torch where the kernel does not serve."""
+    stats = row_stats(logits, targets, k)
+    if stats is not None:
+        return stats
+    logprobs = metrics.log_softmax(logits)
+    ids = torch.tensor(targets, dtype=torch.long, device=logits.device)
+    probs = logprobs.exp()
+    top_logprobs, top_ids = logprobs.topk(k, dim=-1)
+    return RowStats(logprobs.gather(-1, ids.unsqueeze(-1)).squeeze(-1), metrics.ranks(logits, ids),
+                    -(probs * logprobs).nansum(-1).double(), (probs > 0).sum(-1, dtype=torch.int32),
+                    top_ids, top_logprobs)

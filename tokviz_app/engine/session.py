@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import torch
 
@@ -21,6 +21,7 @@ from .openmp import in_passing_thread, one_openmp_thread
 if TYPE_CHECKING:
     from .local_model import LoadedModel
 
+T = TypeVar("T")
 PREFILL_CHUNK = 512  # prompt tokens scored at once: bounds logits memory for long prompts
 
 
@@ -82,8 +83,7 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
             if self._next_logits is not None:
                 step = self._draw(self._next_logits)
             elif metrics.is_plain(self.params):  # the lane draws it right after the forward (`InferenceLane.feed`)
-                self._crop_to(len(self._ids) - 1)
-                step = self._forward(self._ids[self._cached :], finish=lambda logits: self._draw(logits[-1]))
+                step = self._feed_for_next(self._draw)
             else:  # samplers cost 1-5 ms a row: in this thread, beside the lane's other rows
                 step = self._draw(self._logits_for_next())
             self._append(step.token_id, step)
@@ -225,10 +225,14 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
         self._cached += len(ids)
         return out
 
+    def _feed_for_next(self, finish: Callable[[torch.Tensor], T]) -> T:
+        """`finish(logits [V])` of the prediction after the last token, run on the lane right after the forward."""
+        self._crop_to(len(self._ids) - 1)  # at least one token must go through the model
+        return self._forward(self._ids[self._cached :], finish=lambda logits: finish(logits[-1]))
+
     def _logits_for_next(self) -> torch.Tensor:
         if self._next_logits is None:
-            self._crop_to(len(self._ids) - 1)  # at least one token must go through the model
-            self._next_logits = self._forward(self._ids[self._cached :])[-1]
+            self._next_logits = self._feed_for_next(lambda logits: logits)
         return self._next_logits
 
     def _logits_at(self, index: int) -> torch.Tensor:

@@ -15,7 +15,6 @@ from . import metrics
 from .row_stats import row_stats
 from ..core.types import Alternative, SamplingParams, TokenStep
 
-LN2 = metrics.LN2
 
 # Logits per block of rows on torch's path: a 1,000-token prompt's statistics made ~10 temporaries of
 # [1000, 50257] floats, each in fresh pages (glibc maps allocations that large anew): 0.6-2 s on a 2-core Xeon.
@@ -73,7 +72,8 @@ def _native_columns(logits: torch.Tensor, token_ids: list[int], params: Sampling
     # Every token that keeps a non-zero fp32 probability is kept, and those without one hold < 2**-150 of the
     # mass each: the kept mass is the whole distribution's.
     rows = len(token_ids)
-    return [stats.logprob.tolist(), chosen_prob.tolist(), stats.rank.tolist(), (stats.entropy_nats / LN2).tolist(),
+    entropy_bits = stats.entropy_nats / metrics.LN2
+    return [stats.logprob.tolist(), chosen_prob.tolist(), stats.rank.tolist(), entropy_bits.tolist(),
             stats.top_ids.tolist(), top_probs.tolist(), top_probs.tolist(), [[0] * k] * rows, stats.kept.tolist(),
             [1.0] * rows]
 

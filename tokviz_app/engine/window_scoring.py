@@ -1,7 +1,7 @@
 """`LoadedModel.score_windows`: many windows padded into one forward pass.
 
 Right padding needs no attention mask: a causal model's real tokens never see the padding after them. The
-scored positions' logits go through the engine's own maths (`row_stats`, else `metrics`), as a session's
+scored positions' logits go through the engine's own maths (`row_stats.target_stats`), as a session's
 prompt does. The forward runs in the calling thread, not the inference lane (which batches one-token steps
 and runs every prefill on its own): `tokviz score` is the model's only user. A window over the budget takes a session's
 chunked pass, whose KV cache bounds the memory.
@@ -15,7 +15,7 @@ import torch
 
 from ..core.windows import UNSCORED, WindowScore, session_scores
 from . import metrics
-from .row_stats import row_stats
+from .row_stats import target_stats
 
 
 def batch_budget(device: str, vocab_size: int) -> int:
@@ -68,13 +68,8 @@ def _forward(model, group: Sequence[Sequence[int]]) -> list[list[WindowScore]]:
         targets = ids.to(logits.device)[rows, cols + 1]
         picked = logits[rows, cols].float()
         del logits
-        stats = row_stats(picked, targets.tolist(), 1)
-        if stats is not None:
-            numbers = zip(stats.logprob.tolist(), stats.rank.tolist(), (stats.entropy_nats / metrics.LN2).tolist())
-        else:
-            logprobs = metrics.log_softmax(picked)
-            numbers = zip(logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1).tolist(),
-                          metrics.ranks(picked, targets).tolist(), metrics.entropy_bits(logprobs).tolist())
+        stats = target_stats(picked, targets.tolist(), 1)
+        numbers = zip(stats.logprob.tolist(), stats.rank.tolist(), (stats.entropy_nats / metrics.LN2).tolist())
     out: list[list[WindowScore]] = [[UNSCORED] for _ in group]
     for (row, _), values in zip(wanted, numbers):
         out[row].append(tuple(values))
