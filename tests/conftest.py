@@ -16,8 +16,8 @@ def tiny_model_path(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def long_context_model_path(tmp_path_factory):
-    """The tiny GPT-2 with room for prompts longer than the engine's 512-token prefill chunk."""
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-gpt2-long"), n_positions=1200, train_steps=10)
+    """The tiny GPT-2 with room for prompts longer than two of the engine's 1,024-token prefill chunks."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-gpt2-long"), n_positions=2200, train_steps=10)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from tokviz_app.core.compare import Comparison, TokenScore, kl_from_lists, span_
 from tokviz_app.core.contract import Model, ScoreReference
 from tokviz_app.core.errors import CancelledWork, ImportFormatError, PromptTooLongError, TokvizError
 from tokviz_app.core.types import Alternative, SamplingParams
+from tokviz_app.engine.compare import BLOCK
 from tokviz_app.exports.html import render_html
 from tokviz_app.exports.snapshot import from_json, to_json
 from tokviz_app.present.compare import delta_bits
@@ -94,7 +95,7 @@ def test_score_ids_equals_an_independent_full_forward(tiny) -> None:
 
 def test_a_text_longer_than_a_block_is_scored_in_blocks(long_context_model_path) -> None:
     model = _load(long_context_model_path)
-    ids = (model.encode(TEXT) * 20)[:700]  # 512-token blocks: two of them, and a context before the first
+    ids = (model.encode(TEXT) * 40)[: BLOCK + 188]  # two blocks, and a context before the first
     scores = model.score_ids(ids, 3, reference=ScoreReference(model, ids[2:], 1))
     reference = np_logprobs(model, ids)
     assert max(abs(s.logprob - reference[k - 1, ids[k]]) for k, s in enumerate(scores, 3)) < 1e-4

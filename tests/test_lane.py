@@ -9,6 +9,7 @@ import pytest
 
 from tests.test_engine import check_all
 from tokviz_app.engine import ModelManager, SamplingParams
+from tokviz_app.engine.session import PREFILL_CHUNK
 
 PROMPTS = ["The quick brown fox", "Hello", "A language model predicts the next token from the ones before it.",
            "Emoji: 🦊", "", "Tokens are coloured by probability: green, blue, purple, orange and red. " * 3]
@@ -116,9 +117,9 @@ def test_long_prefill_interleaves_with_streaming(fresh_model):
 
 @pytest.mark.parametrize("resident", [False, True], ids=["alone", "beside-a-resident-row"])
 def test_long_prompts_score_at_every_chunk_boundary(long_context_model_path, resident, monkeypatch):
-    """Prompts of 512 + 32k + {0, 1, 31} tokens: the engine feeds 512-token chunks and the lane splits
-    them into 32-token chunks while another row is resident; the last, single token of a chunked feed
-    once passed for a decode step and lost the earlier chunks' logits (issue 11)."""
+    """Prompts of PREFILL_CHUNK + 32k + {0, 1, 31} tokens: the engine feeds PREFILL_CHUNK-token chunks and the
+    lane splits them into 512 tokens alone, 32 while another row is resident; the last, single token of a
+    chunked feed once passed for a decode step and lost the earlier chunks' logits (issue 11)."""
     from tests.tiny_model import train_tokenizer
 
     model = ModelManager(device="cpu").load(str(long_context_model_path))
@@ -129,7 +130,7 @@ def test_long_prompts_score_at_every_chunk_boundary(long_context_model_path, res
         other.generate(2)
         assert model.lane.resident_rows() == 1
     vocabulary = len(train_tokenizer(400))
-    for n in (512 + 32, 512 + 33, 512 + 63):
+    for n in (PREFILL_CHUNK + 32, PREFILL_CHUNK + 33, PREFILL_CHUNK + 63):
         ids = [(7 * i + 3) % vocabulary for i in range(n)]
         session = model.start_from_ids(ids, SamplingParams(seed=n))
         assert len(session.prompt_tokens) == n

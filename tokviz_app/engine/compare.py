@@ -19,12 +19,13 @@ import torch
 from . import metrics
 from .row_stats import target_stats
 from .resident import new_cache
+from .session import PREFILL_CHUNK
 from ..core.compare import TokenScore, check_scored, kl_from_lists
 from ..core.contract import Model, ScoreReference, StopCheck
 from ..core.errors import CancelledWork, PromptTooLongError
 from ..core.types import MAX_TOP_N, Alternative
 
-BLOCK = 512  # tokens per forward pass: bounds the [L, V] logits and the attention of a long text
+BLOCK = PREFILL_CHUNK  # tokens per forward pass, as a session's prompt: bounds the [L, V] logits of a long text
 
 
 def score_ids(model: Model, ids: list[int], start: int, *, top_n: int = 5, reference: ScoreReference | None = None,

@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from .local_model import LoadedModel
 
 T = TypeVar("T")
-PREFILL_CHUNK = 512  # prompt tokens scored at once: bounds logits memory for long prompts
+# Prompt tokens scored at once. A prompt of up to 1,024 tokens is one forward pass, as plain transformers runs
+# it: 512-token chunks made a 1,000-token GPT-2 prompt ~15 % slower (1,527-1,731 vs 1,316-1,334 ms, 2-core
+# Xeon). It bounds the [chunk, V] logits of a long prompt (206 MB for GPT-2) and how long a Stop waits.
+PREFILL_CHUNK = 1024
 
 
 class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
