@@ -36,7 +36,7 @@ class LocalBackend(Backend):
         self.device = device
         self.dtype = dtype
         self.batching = batching  # one batched inference lane per model
-        # CPU fp32 linear layers: "auto" (timed per shape, remembered), "plain", "nt", "nn" or "packed"
+        # CPU fp32 linear layers: "auto" (timed per shape, remembered), "plain", "nt", "nn", "packed" or "rows"
         self.cpu_kernels = requested_mode() if cpu_kernels is None else cpu_kernels
         self.compile = fast_path.requested_mode()  # TOKVIZ_COMPILE: the bundled model's quantised kernels
         self._specs: dict[str, ModelSpec] = {spec.key: spec for spec in CATALOG}
