@@ -18,7 +18,7 @@ UNDERFLOW = -150 * math.log(2)  # fp32 exp rounds to 0 below this
 
 def kernel_or_skip():
     if native.kernel() is None:
-        pytest.skip(f"the C kernels do not build here: {native._unavailable}")
+        pytest.skip(f"the C kernels do not build here: {native.kernel.unavailable}")
 
 
 def expected(row: np.ndarray, target: int, k: int) -> dict:
@@ -101,9 +101,8 @@ def test_token_steps_without_a_compiler(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setenv("TOKVIZ_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(native, "_kernel", None)
-    monkeypatch.setattr(native, "_unavailable", None)
-    assert native.kernel() is None and "no C compiler" in native._unavailable
+    monkeypatch.setattr(native, "kernel", native.kernel.fresh())
+    assert native.kernel() is None and "no C compiler" in native.kernel.unavailable
     logits = rows_with(300, seed=3)
     targets = [5, 6, 8, 9]
     steps = token_steps(logits, targets, 1, is_prompt=True, params=SamplingParams(top_n=20),

@@ -1,5 +1,5 @@
-"""Build and load tokviz's C kernels (`exact_quant.c`, `row_stats.c`): compiled once on the user's machine
-(-march=native), remembered on disk.
+"""Build and load tokviz's C kernels (`exact_quant.c`, `row_stats.c`, `few_rows.c`): compiled once on the user's
+machine (-march=native), remembered on disk.
 
 The shared library is keyed by the source, the compiler, its flags and the CPU, so a later start loads it
 in milliseconds and another machine (or a newer compiler) builds its own. Where no C compiler is found or the
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -105,3 +106,32 @@ def load_library() -> QuantLibrary:
     lib.tokviz_q4_1_matmul.restype = lib.tokviz_q8_0_matmul.restype = ctypes.c_int
     return QuantLibrary(path, built_seconds, lib.tokviz_max_rows(),
                         lib.tokviz_vector_width(), lib.tokviz_q4_1_matmul, lib.tokviz_q8_0_matmul)
+
+
+class LazyFunction:
+    """One C function of `source`, built and loaded on its first use. Calling it gives the function, or None
+    where it cannot be built here: `unavailable` then says why, once in the log too."""
+
+    def __init__(self, source: Path, flags: tuple[str, ...], name: str, argtypes: list, without: str) -> None:
+        self._args = (source, flags, name, argtypes, without)
+        self._lock = threading.Lock()
+        self._function: ctypes._CFuncPtr | None = None
+        self.unavailable: str | None = None
+
+    def __call__(self) -> ctypes._CFuncPtr | None:
+        source, flags, name, argtypes, without = self._args
+        with self._lock:
+            if self._function is None and self.unavailable is None:
+                try:
+                    function = getattr(load_shared(source, flags)[0], name)
+                except QuantUnavailable as error:
+                    self.unavailable = str(error)
+                    logging.getLogger("tokviz.kernels").info("%s: %s", without, error)
+                    return None
+                function.argtypes, function.restype = argtypes, ctypes.c_int
+                self._function = function
+            return self._function
+
+    def fresh(self) -> "LazyFunction":
+        """The same function not yet loaded (tests: what a first use does on this machine)."""
+        return LazyFunction(*self._args)

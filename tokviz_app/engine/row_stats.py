@@ -9,7 +9,6 @@ with torch's equivalent behind it, for callers that only need these numbers.
 from __future__ import annotations
 
 import ctypes
-import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +16,12 @@ from pathlib import Path
 import torch
 
 from . import metrics
-from .quant_library import QuantUnavailable, load_shared
+from .quant_library import LazyFunction
 
 SOURCE = Path(__file__).with_name("row_stats.c")
 FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")  # no fast-math: the kernel must see NaN and infinities
 MAX_TOP = 32  # the kernel's list of best tokens (core.types.MAX_TOP_N is 20)
 ROWS_PER_THREAD = 32  # fewer rows are not worth starting a thread for
-
-log = logging.getLogger("tokviz.engine")
-_lock = threading.Lock()
-_kernel: ctypes._CFuncPtr | None = None
-_unavailable: str | None = None
 
 
 @dataclass
@@ -43,22 +37,9 @@ class RowStats:
     top_logprobs: torch.Tensor  # [T, k] float32
 
 
-def kernel() -> ctypes._CFuncPtr | None:
-    """The compiled kernel, or None (said once in the log) where it cannot be built here."""
-    global _kernel, _unavailable
-    with _lock:
-        if _kernel is None and _unavailable is None:
-            try:
-                lib = load_shared(SOURCE, FLAGS)[0]
-            except QuantUnavailable as error:
-                _unavailable = str(error)
-                log.info("token statistics use torch: %s", error)
-                return None
-            p, n = ctypes.c_void_p, ctypes.c_int64
-            lib.tokviz_row_stats.argtypes = [p, n, n, p, ctypes.c_int, p, p, p, p, p, p]
-            lib.tokviz_row_stats.restype = ctypes.c_int
-            _kernel = lib.tokviz_row_stats
-        return _kernel
+_p, _n = ctypes.c_void_p, ctypes.c_int64
+kernel = LazyFunction(SOURCE, FLAGS, "tokviz_row_stats", [_p, _n, _n, _p, ctypes.c_int, _p, _p, _p, _p, _p, _p],
+                      "token statistics use torch")
 
 
 def row_stats(logits: torch.Tensor, targets: list[int], k: int) -> RowStats | None:
