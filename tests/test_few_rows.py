@@ -47,6 +47,14 @@ def test_shapes_it_does_not_take_go_to_blas():
         assert torch.allclose(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
 
 
+def test_gradients_go_through_blas():
+    """The kernel has no backward: an input that needs a gradient takes BLAS, and the gradient is right."""
+    layer = RowsLinear(torch.randn(8, 64), torch.randn(8))
+    x = torch.randn(3, 64, requires_grad=True)
+    layer(x).sum().backward()
+    assert torch.allclose(x.grad, layer.weight.sum(0).expand(3, 64))
+
+
 def test_the_result_does_not_depend_on_the_thread_count():
     """Each thread takes whole output columns, so one or many threads add in the same order."""
     g = torch.Generator().manual_seed(3)

@@ -49,7 +49,8 @@ class RowsLinear(NTLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        out = few_rows.matmul(flat, self.weight, self.bias) if flat.shape[0] > 1 else None
+        kernel = flat.shape[0] > 1 and not (x.requires_grad and torch.is_grad_enabled())  # (it has no backward)
+        out = few_rows.matmul(flat, self.weight, self.bias) if kernel else None
         return super().forward(x) if out is None else out.view(*x.shape[:-1], out.shape[-1])
 
 
