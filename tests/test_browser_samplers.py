@@ -103,7 +103,8 @@ def test_dropped_alternatives_and_what_if_in_chromium(server, driver) -> None:
     struck = [c for c in classes if "tv-whatif-zero" in c]
     assert struck and len(struck) < len(classes), "some tokens were the model's top-1, some were not"
     assert all(any(k.startswith("tv-w-") and k != "tv-w-none" for k in c.split()) for c in classes[1:])
-    chip = next(c for c in page.css(".tv-token") if "tv-whatif-zero" in (c.get_dom_attribute("class") or ""))
+    chip = next(c for c in page.css(".tv-token, .tv-prompt-token")  # (" do" in the prompt at least)
+                if "tv-whatif-zero" in (c.get_dom_attribute("class") or ""))
     assert "line-through" in page.style(chip, "textDecorationLine")
     status = page.css(".tv-whatif-status")[0].text
     assert f"{len(struck)} of {len(classes) - 1} tokens would be impossible" in status
