@@ -25,7 +25,7 @@ typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
 #define COLS 3                        /* weight rows in a tile */
 #define ROWS (LANES == 16 ? 8 : 4)    /* input rows in a tile: 24 accumulators of 32 zmm registers; 12 of 16 ymm */
 #define AHEAD 2048                    /* floats: prefetch 8 KB down each weight row */
-#define MAX_ROWS 16
+#define MAX_ROWS 16 /* few_rows.MAX_ROWS */
 
 static inline vf load(const float* p) {
     vf v;
@@ -97,5 +97,3 @@ int tokviz_few_rows_matmul(const float* x, int64_t M, int64_t K, const float* we
     }
     return 0;
 }
-
-int tokviz_few_rows_max(void) { return MAX_ROWS; }

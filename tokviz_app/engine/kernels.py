@@ -118,17 +118,17 @@ def choose_kernels(model: torch.nn.Module, mode: str = "auto") -> KernelReport:
     shared = shared_parameters(model)
     placed = [(layer, id(layer.module.weight) in shared) for layer in layers]
     for layer, tied in placed:
-        shape = shape_key(layer, tied)
+        shape, options = shape_key(layer, tied), candidates(layer, tied)
         # A choice among other candidates (a new layout, a kernel that no longer builds) is made again.
-        key = f"{machine}|{shape}|loaded {layer.loaded} of {'/'.join(candidates(layer, tied))}"
+        key = f"{machine}|{shape}|loaded {layer.loaded} of {'/'.join(options)}"
         if shape in chosen:
             continue
         if mode != "auto":
-            chosen[shape] = mode if mode in candidates(layer, tied) else layer.loaded
+            chosen[shape] = mode if mode in options else layer.loaded
         elif key in remembered:
             chosen[shape] = remembered[key]
         else:
-            timings[shape], steady = measure(layer, candidates(layer, tied))
+            timings[shape], steady = measure(layer, options)
             chosen[shape] = pick(timings[shape], layer.loaded)
             if steady:
                 new_keys[key] = chosen[shape]

@@ -27,7 +27,7 @@ from .resident import ResidentBatch, Slot, bucket_of, is_growing, new_cache, rel
 
 T = TypeVar("T")
 
-PREFILL_CHUNK_IDLE = 1024  # tokens per prefill forward when nobody else is waiting (session.PREFILL_CHUNK)
+PREFILL_CHUNK_IDLE = 1024  # tokens per prefill forward when nobody else is waiting (a session's prompt chunk)
 # While others stream, a prefill chunk should take about CHUNK_BUDGET_STEPS of their steps, but has at
 # least PREFILL_CHUNK_MIN tokens: at long contexts a multi-token forward costs several short steps on its
 # own (SmolLM2 at 4,000 tokens on 2 cores: 8 tokens 150 ms, 32 tokens 280 ms, a short step 45 ms), and

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 import torch
 
 from . import metrics
+from .lane import PREFILL_CHUNK_IDLE
 from .layer_lens import SessionLayers
 from .token_steps import token_steps
 from .what_if import SessionWhatIf
@@ -25,7 +26,7 @@ T = TypeVar("T")
 # Prompt tokens scored at once. A prompt of up to 1,024 tokens is one forward pass, as plain transformers runs
 # it: 512-token chunks made a 1,000-token GPT-2 prompt ~15 % slower (1,527-1,731 vs 1,316-1,334 ms, 2-core
 # Xeon). It bounds the [chunk, V] logits of a long prompt (206 MB for GPT-2) and how long a Stop waits.
-PREFILL_CHUNK = 1024
+PREFILL_CHUNK = PREFILL_CHUNK_IDLE  # one chunk, one forward of the idle lane
 
 
 class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
