@@ -6,6 +6,7 @@ path against the independent forward of tests/reference.py (transformers alone, 
 from __future__ import annotations
 
 import os
+import platform
 import threading
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 from tests.reference import assert_step_matches, full_logits
 from tokviz_app.engine import ModelManager, SamplingParams, fast_path
-from tokviz_app.engine.quant_library import QuantUnavailable, load_library
+from tokviz_app.engine.quant_library import FLAGS, QuantUnavailable, load_library
 from tokviz_app.engine.quant_linear import QuantLinear
 from tokviz_app.engine.quant_weights import QuantBlocks, matched
 
@@ -57,6 +58,26 @@ def test_kernels_equal_the_dequantised_product(library, kind, rows, columns):
         scale = (x.double().abs() @ weight.abs().T).max()  # the size of the terms summed
         assert got.shape == (1, count, rows)
         assert (got[0].double() - expected).abs().max() <= 1e-6 * scale, (kind, rows, columns, count)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 instruction sets")
+@pytest.mark.parametrize("isa", ["x86-64-v3", "x86-64"])  # AVX2 (GROUP 2, 8 lanes) and the scalar fallback
+def test_every_instruction_set_gives_the_same_numbers(isa):
+    """The machine at hand builds its own -march=native; the code for the others is checked here too."""
+    try:
+        library = load_library(tuple(f"-march={isa}" if f == "-march=native" else f for f in FLAGS))
+    except QuantUnavailable as error:
+        pytest.skip(f"no C compiler here: {error}")
+    assert library.vector_width == (8 if isa == "x86-64-v3" else 1)
+    for kind in ("q4_1", "q8_0"):
+        quant = layer(random_blocks(kind, 200, 576, seed=3), library)
+        weight = quant.dense.weight.double()
+        for count in (1, 2, 3, 8, 16):
+            x = torch.randn(count, 576)
+            with torch.inference_mode():
+                got = quant(x)
+            scale = (x.double().abs() @ weight.abs().T).max()
+            assert (got.double() - x.double() @ weight.T).abs().max() <= 1e-6 * scale, (isa, kind, count)
 
 
 def test_kernels_give_the_same_numbers_from_many_threads_at_once(library):

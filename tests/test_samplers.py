@@ -27,7 +27,7 @@ from tests.fake_backend import VOCAB_SIZE, _logits as fake_logits
 from tests.fake_sampling import sample as fake_sample
 from tests.reference import full_logits
 from tokviz_app.core.types import SamplingParams
-from tokviz_app.engine import metrics
+from tokviz_app.engine import metrics, row_stats
 from tokviz_app.engine.remote import _Dist, _Tok
 from tokviz_app.engine.remote.kept import kept
 from tokviz_app.engine.token_steps import token_steps
@@ -82,7 +82,8 @@ def tiny_text(tiny_model):
     return tiny_model.encode("The quick brown fox jumps over the lazy dog. The quick brown fox jumps")
 
 
-@pytest.mark.parametrize("params", SMALL_GRID + [SamplingParams(greedy=True, repetition_penalty=1.5)], ids=name)
+@pytest.mark.parametrize("params", SMALL_GRID + [SamplingParams(greedy=True, repetition_penalty=1.5),
+                                                  SamplingParams(greedy=True)], ids=name)
 def test_tiny_model_steps_match_transformers(tiny_model, tiny_text, params):
     params = SamplingParams(**{**params.__dict__, "seed": 5})
     session = tiny_model.start_from_ids(tiny_text, params)
@@ -148,6 +149,33 @@ def test_greedy_after_the_penalty_and_ties_keep_the_lowest_id():
     flat = torch.zeros(1, 4)
     assert metrics.samplers(flat, SamplingParams(top_p=0.5)).probs[0].tolist() == [0.5, 0.5, 0.0, 0.0]
     assert metrics.samplers(flat, SamplingParams(top_k=2)).probs[0].tolist() == [0.25] * 4
+
+
+def test_plain_greedy_numbers_from_one_native_pass_equal_the_samplers():
+    """Greedy decoding without a penalty takes its numbers from `row_stats` (one pass over the logits); the
+    samplers' torch path is the reference: the chosen token (argmax or not, as a prompt's), ties, every column."""
+    if row_stats.kernel() is None:
+        pytest.skip(f"no native statistics here: {row_stats.kernel.unavailable}")
+    generator = torch.Generator().manual_seed(11)
+    logits = torch.randn(6, 5000, generator=generator) * 2.0
+    logits[2, [3000, 7]] = logits[2].max() + 1.0  # a tie for the argmax: greedy takes the lowest id
+    targets = [int(logits[0].argmax()), 5, 7, 3000, int(logits[4].argmax()), 1]
+    params = SamplingParams(greedy=True, top_n=12, temperature=0.7, top_k=3)  # greedy: the cuts do not matter
+    texts = lambda i: (str(i), False)  # noqa: E731
+    native = token_steps(logits, targets, 0, is_prompt=True, params=params, texts=texts)
+    reference = token_steps(logits, targets, 0, is_prompt=True, params=params, texts=texts,
+                            sampled=metrics.samplers(logits, params))
+    for ours, theirs in zip(native, reference, strict=True):
+        assert ours.sampled_prob == theirs.sampled_prob and ours.kept_count == theirs.kept_count == 1
+        assert ours.rank == theirs.rank
+        for field in ("prob", "logprob", "entropy", "kept_mass"):
+            assert getattr(ours, field) == pytest.approx(getattr(theirs, field), rel=1e-5, abs=1e-7), field
+        # (torch's topk orders equal logits as it likes: compare by token)
+        assert {a.token_id: (a.sampled_prob, a.dropped_by) for a in ours.alternatives} == \
+               {a.token_id: (a.sampled_prob, a.dropped_by) for a in theirs.alternatives}
+        assert [a.prob for a in ours.alternatives] == pytest.approx([a.prob for a in theirs.alternatives], rel=1e-5)
+    assert [s.sampled_prob for s in native] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    assert [a.token_id for a in native[2].alternatives[:2]] == [7, 3000]  # the greedy token first
 
 
 @pytest.mark.parametrize("params", [SamplingParams(), SamplingParams(temperature=0.5, top_p=0.9, min_p=0.05),

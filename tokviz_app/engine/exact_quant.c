@@ -3,8 +3,9 @@
    y[M,N] = x[M,K] @ W^T, where every row of W is stored in blocks of 32 along K:
      Q4_1: w = d * q + m   (q in 0..15: quants[n][b][j] low nibble = element j, high nibble = element j + 16)
      Q8_0: w = d * q       (q int8)
-   d and m are the GGUF's fp16 scales widened to fp32, so d * q is exact in fp32 and every result equals
-   x @ W^T of the dequantised fp32 weights up to the order of fp32 additions.
+   d and m are the GGUF's fp16 scales widened to fp32, so d * q is exact in fp32 and one fused multiply-add
+   d * q + m gives the dequantised fp32 weight bit for bit: every result equals x @ W^T of the fp32 weights up
+   to the order of fp32 additions.
    Built on the user's machine (-march=native); it runs on its own small pool of threads (see below). */
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,15 +16,7 @@
 #define QB 32
 #define MAX_ROWS 16
 
-static void block_sums(const float* x, int64_t M, int64_t K, float* sums) {
-    const int64_t KB = K / QB;
-    for (int64_t r = 0; r < M; r++)
-        for (int64_t b = 0; b < KB; b++) {
-            float s = 0.f;
-            for (int j = 0; j < QB; j++) s += x[r * K + b * QB + j];
-            sums[r * KB + b] = s;
-        }
-}
+#define PREFETCH_COLUMNS 8  /* the columns ahead whose blocks are asked for: 11.0 -> 6.5 ms a step at 1 row */
 
 #if defined(__AVX512F__)
 typedef __m512 vec;
@@ -82,54 +75,54 @@ static inline void unpack_q8(const int8_t* q, vec* out) {
 
 /* One output column n for M rows (M a constant of at most GROUP): one accumulator per row and part, pure FMAs.
    At M < 4 a second set takes the odd blocks, so enough independent FMA chains are in flight. */
-static inline __attribute__((always_inline)) void block_fmas(const uint8_t* q, int is_q4, float scale,
+static inline __attribute__((always_inline)) void block_fmas(const uint8_t* q, int is_q4, float scale, float min,
                                                              const float* x, const int64_t M, int64_t K,
                                                              vec acc[][PARTS]) {
     vec w[PARTS];
     if (is_q4) unpack_q4(q, w); else unpack_q8((const int8_t*)q, w);
     vec s = VSET(scale);
-    for (int p = 0; p < PARTS; p++) w[p] = VMUL(w[p], s);
+    if (is_q4) {
+        vec m = VSET(min);
+        for (int p = 0; p < PARTS; p++) w[p] = VFMA(w[p], s, m);  /* the fp32 weight itself */
+    } else {
+        for (int p = 0; p < PARTS; p++) w[p] = VMUL(w[p], s);
+    }
     for (int64_t r = 0; r < M; r++)
         for (int p = 0; p < PARTS; p++) acc[r][p] = VFMA(w[p], VLOAD(x + r * K + p * LANES), acc[r][p]);
 }
 
 static inline __attribute__((always_inline)) void column(
         const float* x, const int64_t M, int64_t K, int64_t KB, const uint8_t* q, int64_t qstride, int is_q4,
-        const float* d, const float* m, const float* sums, float* y, int64_t N) {
+        const float* d, const float* m, float* y, int64_t N) {
     vec even[GROUP][PARTS], odd[GROUP][PARTS];
     for (int64_t r = 0; r < M; r++)
         for (int p = 0; p < PARTS; p++) even[r][p] = odd[r][p] = VZERO();
     int64_t b = 0;
     if (M < 4)
         for (; b + 1 < KB; b += 2) {
-            block_fmas(q + b * qstride, is_q4, d[b], x + b * QB, M, K, even);
-            block_fmas(q + (b + 1) * qstride, is_q4, d[b + 1], x + (b + 1) * QB, M, K, odd);
+            block_fmas(q + b * qstride, is_q4, d[b], m ? m[b] : 0.f, x + b * QB, M, K, even);
+            block_fmas(q + (b + 1) * qstride, is_q4, d[b + 1], m ? m[b + 1] : 0.f, x + (b + 1) * QB, M, K, odd);
         }
-    for (; b < KB; b++) block_fmas(q + b * qstride, is_q4, d[b], x + b * QB, M, K, even);
+    for (; b < KB; b++) block_fmas(q + b * qstride, is_q4, d[b], m ? m[b] : 0.f, x + b * QB, M, K, even);
     for (int64_t r = 0; r < M; r++) {
         vec total = VZERO();
         for (int p = 0; p < PARTS; p++) total = VADD(total, VADD(even[r][p], odd[r][p]));
-        float s = VSUM(total);
-        if (m) for (int64_t j = 0; j < KB; j++) s += m[j] * sums[r * KB + j];
-        y[r * N] = s;
+        y[r * N] = VSUM(total);
     }
 }
 #else
 #define GROUP 1
 static inline void column(const float* x, int64_t M, int64_t K, int64_t KB, const uint8_t* q, int64_t qstride,
-                          int is_q4, const float* d, const float* m, const float* sums, float* y, int64_t N) {
+                          int is_q4, const float* d, const float* m, float* y, int64_t N) {
     for (int64_t r = 0; r < M; r++) {
         float s = 0.f;
         for (int64_t b = 0; b < KB; b++) {
             const float* xr = x + r * K + b * QB;
             const uint8_t* qb = q + b * qstride;
-            float t = 0.f;
             for (int j = 0; j < QB; j++) {
-                float w = is_q4 ? (float)(j < 16 ? (qb[j] & 15) : (qb[j - 16] >> 4)) : (float)((const int8_t*)qb)[j];
-                t += w * d[b] * xr[j];
+                float quant = is_q4 ? (float)(j < 16 ? (qb[j] & 15) : (qb[j - 16] >> 4)) : (float)((const int8_t*)qb)[j];
+                s += __builtin_fmaf(quant, d[b], m ? m[b] : 0.f) * xr[j];
             }
-            s += t;
-            if (m) s += m[b] * sums[r * KB + b];
         }
         y[r * N] = s;
     }
@@ -139,7 +132,7 @@ static inline void column(const float* x, int64_t M, int64_t K, int64_t KB, cons
 /* ------------------------------------------------------------------ the work of one call, split by columns */
 typedef struct {
     const float* x; int64_t M, K, KB; const uint8_t* q; int64_t qstride; int is_q4;
-    const float *d, *m, *sums; float* y; int64_t N;
+    const float *d, *m; float* y; int64_t N;
     int parts;  /* the columns are split in this many parts; the caller takes part 0, worker i part i */
 } Job;
 
@@ -147,15 +140,22 @@ static void run_part(const Job* job, int part) {
     if (part >= job->parts) return;
     const int64_t KB = job->KB, per = (job->N + job->parts - 1) / job->parts;
     const int64_t start = part * per, end = start + per < job->N ? start + per : job->N;
+    const int64_t column_bytes = KB * job->qstride;
     for (int64_t n = start; n < end; n++) {
-        const uint8_t* qn = job->q + n * KB * job->qstride;
+        const uint8_t* qn = job->q + n * column_bytes;
         const float *dn = job->d + n * KB, *mn = job->m ? job->m + n * KB : NULL;
+        /* the hardware's prefetchers ramp up too late for a layer's short streams: ask for them early */
+        if (n + PREFETCH_COLUMNS < end) {
+            const char* ahead = (const char*)(qn + PREFETCH_COLUMNS * column_bytes);
+            for (int64_t o = 0; o < column_bytes; o += 64) __builtin_prefetch(ahead + o);
+            __builtin_prefetch(dn + PREFETCH_COLUMNS * KB);
+            if (mn) __builtin_prefetch(mn + PREFETCH_COLUMNS * KB);
+        }
         for (int64_t r0 = 0; r0 < job->M; r0 += GROUP) {
             const float* xg = job->x + r0 * job->K;
-            const float* sg = job->sums + r0 * KB;
             float* yg = job->y + r0 * job->N + n;
             switch (job->M - r0 < GROUP ? job->M - r0 : GROUP) {  /* a constant row count per case: registers */
-#define ROWS(k) case k: column(xg, k, job->K, KB, qn, job->qstride, job->is_q4, dn, mn, sg, yg, job->N); break;
+#define ROWS(k) case k: column(xg, k, job->K, KB, qn, job->qstride, job->is_q4, dn, mn, yg, job->N); break;
                 ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8)
 #undef ROWS
             }
@@ -251,10 +251,8 @@ static void run(Job* job, int threads) {
 
 static int matmul(const float* x, int64_t M, int64_t K, const uint8_t* q, int64_t qstride, int is_q4,
                   const float* d, const float* m, float* y, int64_t N, int threads) {
-    if (M < 1 || M > MAX_ROWS || K % QB != 0 || K / QB > 512) return -1;
-    float sums[MAX_ROWS * 512];
-    if (m) block_sums(x, M, K, sums);
-    Job job = {x, M, K, K / QB, q, qstride, is_q4, d, m, sums, y, N, 1};
+    if (M < 1 || M > MAX_ROWS || K % QB != 0) return -1;
+    Job job = {x, M, K, K / QB, q, qstride, is_q4, d, m, y, N, 1};
     if (threads <= 1 || N < 64) run_part(&job, 0);
     else run(&job, threads);
     return 0;

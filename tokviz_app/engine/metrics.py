@@ -60,6 +60,11 @@ def is_plain(params: SamplingParams) -> bool:
     return params.plain
 
 
+def is_plain_greedy(params: SamplingParams) -> bool:
+    """Greedy decoding on the raw logits (no penalty): the argmax, whatever the other settings say."""
+    return params.greedy and params.repetition_penalty == 1.0
+
+
 def seen_before(context: Sequence[int], rows: int, vocab: int) -> torch.Tensor:
     """[rows, V] bool: row r marks the ids in `context[:len(context) - rows + 1 + r]`.
 

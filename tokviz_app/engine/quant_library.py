@@ -98,8 +98,8 @@ def load_shared(source: Path, flags: tuple[str, ...]) -> tuple[ctypes.CDLL, Path
     return lib, path, time.perf_counter() - started if fresh else 0.0
 
 
-def load_library() -> QuantLibrary:
-    lib, path, built_seconds = load_shared(SOURCE, FLAGS)
+def load_library(flags: tuple[str, ...] = FLAGS) -> QuantLibrary:
+    lib, path, built_seconds = load_shared(SOURCE, flags)
     pointer, rows, width = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.tokviz_q4_1_matmul.argtypes = [pointer, rows, rows, pointer, pointer, pointer, pointer, rows, width]
     lib.tokviz_q8_0_matmul.argtypes = [pointer, rows, rows, pointer, pointer, pointer, rows, width]

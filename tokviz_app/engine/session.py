@@ -86,7 +86,8 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
                 )
             if self._next_logits is not None:
                 step = self._draw(self._next_logits)
-            elif metrics.is_plain(self.params):  # the lane draws it right after the forward (`InferenceLane.feed`)
+            elif metrics.is_plain(self.params) or metrics.is_plain_greedy(self.params):
+                # cheap (one native pass over the logits): the lane draws it right after the forward
                 step = self._feed_for_next(self._draw)
             else:  # samplers cost 1-5 ms a row: in this thread, beside the lane's other rows
                 step = self._draw(self._logits_for_next())
@@ -98,6 +99,8 @@ class GenerationSession(BranchTree, SessionLayers, SessionWhatIf, Session):
         sampling (0.2-0.3 ms) it runs on the lane's thread while this session's caller waits for it (holding the
         session's lock)."""
         params = self.params
+        if metrics.is_plain_greedy(params):  # the argmax; its numbers from the raw distribution in one pass
+            return self._make_step(logits, int(logits.argmax()), len(self.tokens), params, None)
         sampled = metrics.samplers(logits.unsqueeze(0), params, self._ids)  # every sampler, as the step shows
         probs = sampled.probs[0]
         token_id = int(probs.argmax()) if params.greedy else metrics.draw(probs, self._generator)

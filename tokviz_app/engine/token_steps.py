@@ -1,8 +1,8 @@
 """Per-token statistics from logits: probability, log-prob, rank, entropy, sampled probability, what the
 samplers kept, and the top alternatives (`params.top_n`, 10 by default) with the sampler that dropped each.
 
-The raw distribution's rows (a prompt, a plain sampling step) go through `row_stats` (one native call);
-every sampler setting, a GPU, and a machine without a C compiler through torch (`_torch_columns`)."""
+The raw distribution's rows (a prompt, a plain sampling or greedy step) go through `row_stats` (one native
+call); every other sampler setting, a GPU, and a machine without a C compiler through torch (`_torch_columns`)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ def token_steps(logits: torch.Tensor, token_ids: list[int], first_position: int,
     text and partial flag). `context`: the ids before the last row's token (the repetition penalty's;
     row r sees `context[:len(context) - T + 1 + r]`). `sampled`: the samplers' output where the caller
     has it already."""
-    plain = sampled is None or sampled.dropped is None  # (a sampler that cut nothing: the raw distribution)
-    columns = _native_columns(logits, token_ids, params) if plain else None  # every row in one call
+    # the raw distribution says it all: plain sampling, or greedy decoding (the argmax) with nothing sampled yet
+    native = metrics.is_plain(params) or (sampled is None and metrics.is_plain_greedy(params))
+    columns = _native_columns(logits, token_ids, params) if native else None  # every row in one call
     block = max(1, LOGITS_AT_ONCE // logits.shape[-1])
     if columns is None and len(token_ids) > block and sampled is None:  # a prompt's rows, a block at a time
         steps: list[TokenStep] = []
@@ -60,22 +61,27 @@ def token_steps(logits: torch.Tensor, token_ids: list[int], first_position: int,
 
 
 def _native_columns(logits: torch.Tensor, token_ids: list[int], params: SamplingParams) -> list[list] | None:
-    """The plain distribution's columns from `row_stats.c` (one call for the block); None: torch's path."""
-    if not metrics.is_plain(params):
-        return None
+    """The columns of plain sampling or plain greedy decoding from `row_stats.c` (one call for the block);
+    None: torch's path."""
     k = min(params.top_n, logits.shape[-1])
     stats = row_stats(logits, token_ids, k)
     if stats is None:
         return None
-    chosen_prob = stats.logprob.exp()  # the sampling distribution is the raw one: sampled_prob = prob
     top_probs = stats.top_logprobs.exp()
-    # Every token that keeps a non-zero fp32 probability is kept, and those without one hold < 2**-150 of the
-    # mass each: the kept mass is the whole distribution's.
     rows = len(token_ids)
     entropy_bits = stats.entropy_nats / metrics.LN2
-    return [stats.logprob.tolist(), chosen_prob.tolist(), stats.rank.tolist(), entropy_bits.tolist(),
-            stats.top_ids.tolist(), top_probs.tolist(), top_probs.tolist(), [[0] * k] * rows, stats.kept.tolist(),
-            [1.0] * rows]
+    columns = [stats.logprob.tolist(), None, stats.rank.tolist(), entropy_bits.tolist(), stats.top_ids.tolist(),
+               top_probs.tolist()]
+    if metrics.is_plain(params):
+        # The sampling distribution is the raw one (sampled_prob = prob). Every token that keeps a non-zero fp32
+        # probability is kept, and those without one hold < 2**-150 of the mass each: the kept mass is all of it.
+        columns[1] = stats.logprob.exp().tolist()
+        return columns + [columns[5], [[0] * k] * rows, stats.kept.tolist(), [1.0] * rows]
+    # Greedy keeps the argmax alone: the first top token (equal logits keep the lowest id first, as argmax does)
+    argmax = stats.top_ids[:, 0]
+    columns[1] = (torch.tensor(token_ids) == argmax).float().tolist()
+    return columns + [[[1.0] + [0.0] * (k - 1)] * rows, [[0] + [metrics.GREEDY] * (k - 1)] * rows, [1] * rows,
+                      top_probs[:, 0].tolist()]
 
 
 def _torch_columns(logits: torch.Tensor, token_ids: list[int], params: SamplingParams, context: Sequence[int],
