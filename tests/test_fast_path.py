@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.reference import assert_step_matches, full_logits
-from tokviz_app.engine import ModelManager, SamplingParams, fast_path
+from tokviz_app.engine import ModelManager, SamplingParams, fast_path, quant_linear
 from tokviz_app.engine.quant_library import FLAGS, QuantUnavailable, load_library
 from tokviz_app.engine.quant_linear import QuantLinear
 from tokviz_app.engine.quant_weights import QuantBlocks, matched
@@ -38,19 +38,18 @@ def random_blocks(kind: str, rows: int, columns: int, seed: int) -> QuantBlocks:
 
 
 def layer(blocks: QuantBlocks, library, bias: bool = False) -> QuantLinear:
-    out_features, in_features = blocks.shape
-    dense = torch.nn.Linear(in_features, out_features, bias=bias)
-    dense.weight = torch.nn.Parameter(blocks.dequantised(), requires_grad=False)
-    return QuantLinear(dense, blocks, library, 16, None if dense.bias is None else dense.bias.detach())
+    quant = QuantLinear(blocks, library, 16, torch.randn(blocks.shape[0]) if bias else None)
+    quant.weight = blocks.dequantised()  # the fp32 weights (as gguf-py computes them), for the tests' products
+    return quant
 
 
 @pytest.mark.parametrize("kind", ["q4_1", "q8_0"])
 @pytest.mark.parametrize(("rows", "columns"), [(1, 32), (67, 96), (200, 576), (1536, 576), (576, 1536)])
 def test_kernels_equal_the_dequantised_product(library, kind, rows, columns):
     quant = layer(random_blocks(kind, rows, columns, seed=rows + columns), library, bias=True)
-    weight = quant.dense.weight.double()
+    weight = quant.weight.double()
     torch.manual_seed(rows * columns)
-    for count in (1, 2, 3, 5, 8, 9, 16, 17):  # 17: more than the kernels take, the fp32 layer serves
+    for count in (1, 2, 3, 5, 8, 9, 16, 17, 300):  # 17 or more: BLAS on the weights dequantised a tile at a time
         x = torch.randn(count, columns)
         with torch.inference_mode():
             got = quant(x.view(1, count, columns))
@@ -58,6 +57,25 @@ def test_kernels_equal_the_dequantised_product(library, kind, rows, columns):
         scale = (x.double().abs() @ weight.abs().T).max()  # the size of the terms summed
         assert got.shape == (1, count, rows)
         assert (got[0].double() - expected).abs().max() <= 1e-6 * scale, (kind, rows, columns, count)
+
+
+def test_many_rows_go_through_dequantised_tiles_that_are_the_weights_bit_for_bit(library, monkeypatch):
+    blocks = random_blocks("q4_1", 1000, 96, seed=5)
+    quant = layer(blocks, library, bias=True)
+    assert torch.equal(quant.weight_tile(0, 1000), quant.weight)  # d * q + m in one FMA: gguf-py's fp32 weights
+    assert torch.equal(quant.weight_tile(37, 501), quant.weight[37:501])
+    eights = random_blocks("q8_0", 100, 64, seed=6)
+    assert torch.equal(layer(eights, library).weight_tile(0, 100), eights.dequantised())
+    monkeypatch.setattr(quant_linear, "TILE_WEIGHTS", 96 * 300)  # four tiles, the last one short
+    x = torch.randn(2, 40, 96)
+    with torch.inference_mode():
+        got = quant(x)
+    expected = x.double() @ quant.weight.double().T + quant.bias.double()
+    scale = (x.double().abs() @ quant.weight.double().abs().T).max()
+    assert got.shape == (2, 40, 1000) and (got.double() - expected).abs().max() <= 1e-6 * scale
+    x.requires_grad_(True)  # a gradient reaches the input through the dequantised weights
+    quant(x[:, :3]).sum().backward()
+    assert torch.allclose(x.grad[:, :3], quant.weight.sum(0).expand(2, 3, 96), atol=1e-4)
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 instruction sets")
@@ -71,7 +89,7 @@ def test_every_instruction_set_gives_the_same_numbers(isa):
     assert library.vector_width == (8 if isa == "x86-64-v3" else 1)
     for kind in ("q4_1", "q8_0"):
         quant = layer(random_blocks(kind, 200, 576, seed=3), library)
-        weight = quant.dense.weight.double()
+        weight = quant.weight.double()
         for count in (1, 2, 3, 8, 16):
             x = torch.randn(count, 576)
             with torch.inference_mode():
@@ -147,6 +165,9 @@ def test_fast_path_serves_the_bundled_model_with_the_reference_numbers(monkeypat
     assert len(quant_layers(model)) == 30 * 7 + 1  # every matrix of every block, and the output head
     assert model.lane.one_thread_rows == model.fast_path.max_rows > 0
     assert model.lane._decode_threads(model.fast_path.max_rows + 1) is None  # wider batches: fp32 on all threads
+    # the fp32 weights it replaced are gone: the model holds the blocks, the embedding (tied to the head), norms
+    held = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.hf_model.parameters()}
+    assert sum(held.values()) < 0.3 * model.weight_bytes
     check_against_reference(model, SamplingParams(greedy=True))
     check_against_reference(model, SamplingParams(temperature=0.8, top_k=40, top_p=0.9, seed=7))
     # several sessions at once: their steps are batched, the kernels take several rows

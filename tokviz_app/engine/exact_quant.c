@@ -23,6 +23,7 @@ typedef __m512 vec;
 #define LANES 16
 #define VZERO() _mm512_setzero_ps()
 #define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VMUL(a, b) _mm512_mul_ps(a, b)
 #define VADD(a, b) _mm512_add_ps(a, b)
@@ -36,6 +37,7 @@ typedef __m256 vec;
 #define LANES 8
 #define VZERO() _mm256_setzero_ps()
 #define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps(p, v)
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define VMUL(a, b) _mm256_mul_ps(a, b)
 #define VADD(a, b) _mm256_add_ps(a, b)
@@ -128,6 +130,25 @@ static inline void column(const float* x, int64_t M, int64_t K, int64_t KB, cons
     }
 }
 #endif
+
+/* One column's fp32 weights, as the GGUF's dequantisation computes them (for products of many rows, by BLAS). */
+static void dequantise_column(const uint8_t* q, int64_t qstride, int is_q4, const float* d, const float* m,
+                              int64_t KB, float* out) {
+    for (int64_t b = 0; b < KB; b++) {
+        const uint8_t* qb = q + b * qstride;
+#ifdef LANES
+        vec w[PARTS];
+        if (is_q4) unpack_q4(qb, w); else unpack_q8((const int8_t*)qb, w);
+        const vec s = VSET(d[b]), z = VSET(m ? m[b] : 0.f);
+        for (int p = 0; p < PARTS; p++) VSTORE(out + b * QB + p * LANES, VFMA(w[p], s, z));
+#else
+        for (int j = 0; j < QB; j++) {
+            float quant = is_q4 ? (float)(j < 16 ? (qb[j] & 15) : (qb[j - 16] >> 4)) : (float)((const int8_t*)qb)[j];
+            out[b * QB + j] = __builtin_fmaf(quant, d[b], m ? m[b] : 0.f);
+        }
+#endif
+    }
+}
 
 /* ------------------------------------------------------------------ the work of one call, split by columns */
 typedef struct {
@@ -256,6 +277,27 @@ static int matmul(const float* x, int64_t M, int64_t K, const uint8_t* q, int64_
     if (threads <= 1 || N < 64) run_part(&job, 0);
     else run(&job, threads);
     return 0;
+}
+
+/* Between BLAS calls of a prompt's forward pass: on the calling thread's OpenMP team, as torch's own ops (the
+   pool above, spinning beside torch's threads after each call, made these products 4x slower). */
+static int dequantise(const uint8_t* q, int64_t qstride, int is_q4, const float* d, const float* m, float* y,
+                      int64_t N, int64_t K) {
+    if (K % QB != 0) return -1;
+    const int64_t KB = K / QB;
+    #pragma omp parallel for schedule(static) if (N >= 64)
+    for (int64_t n = 0; n < N; n++)
+        dequantise_column(q + n * KB * qstride, qstride, is_q4, d + n * KB, m ? m + n * KB : NULL, KB, y + n * K);
+    return 0;
+}
+
+int tokviz_q4_1_dequantise(const uint8_t* quants, const float* scales, const float* mins, float* y, int64_t N,
+                           int64_t K) {
+    return dequantise(quants, 16, 1, scales, mins, y, N, K);
+}
+
+int tokviz_q8_0_dequantise(const int8_t* quants, const float* scales, float* y, int64_t N, int64_t K) {
+    return dequantise((const uint8_t*)quants, 32, 0, scales, NULL, y, N, K);
 }
 
 int tokviz_q4_1_matmul(const float* x, int64_t M, int64_t K, const uint8_t* quants, const float* scales,

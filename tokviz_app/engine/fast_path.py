@@ -133,13 +133,16 @@ def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath, mode: str = "
             return
         with torch.no_grad():
             for _, parent, name, module, blocks, bias in plan:
-                setattr(parent, name, QuantLinear(module, blocks, library, max_rows, bias))
-        return_freed_memory()  # the dequantised copies the check made
+                setattr(parent, name, QuantLinear(blocks, library, max_rows, bias))
         megabytes = sum(blocks.nbytes for *_, blocks, _ in plan) / 1e6
         kinds = "/".join(sorted({blocks.kind.upper() for *_, blocks, _ in plan}))
+        layers = len(plan)
+        plan.clear()  # the fp32 layers replaced: their weights go (a tied head's stay with the embedding)
+        return_freed_memory()  # and the dequantised copies the check made
         fast.finish(f"Fast path: exact {kinds} kernels on the GGUF's own blocks ({megabytes:.0f} MB, {how}) for "
-                    f"{len(plan)} layers, decoding batches up to {max_rows} rows; {timings}; ready in "
-                    f"{time.perf_counter() - started:.1f} s.", max_rows)
+                    f"{layers} layers, decoding batches up to {max_rows} rows, more rows through BLAS a "
+                    f"dequantised tile at a time; {timings}; ready in {time.perf_counter() - started:.1f} s.",
+                    max_rows)
     except _Exiting:
         fast.finish("Fast path not prepared: the process is exiting.")
     except QuantUnavailable as error:
@@ -165,7 +168,7 @@ def fastest_rows(plan: list, library, quiet: Callable[[], ContextManager]) -> tu
     """Time a step's matrix products both ways at 1-16 rows: the quantised kernels serve up to the largest row
     count at which they are faster (0: never). Every layer once, as a step streams the weights from memory: one
     block's layers timed again and again ran from the cache, where fp32 won at 16 rows and lost in real steps."""
-    layers = [(module, QuantLinear(module, blocks, library, library.max_rows, bias))
+    layers = [(module, QuantLinear(blocks, library, library.max_rows, bias))
               for _, _, _, module, blocks, bias in plan]
     best = {"quant": {}, "fp32": {}}
     with torch.inference_mode():

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("exact_quant.c")
-FLAGS = ("-O3", "-march=native", "-pthread", "-shared", "-fPIC")
+# -fopenmp: the dequantisation runs on torch's own OpenMP runtime (the library names libgomp.so.1, which torch
+# has loaded already); where a compiler has no OpenMP, it builds without it and dequantises on one thread
+FLAGS = ("-O3", "-march=native", "-pthread", "-fopenmp", "-shared", "-fPIC")
 _build_lock = threading.Lock()
 
 
@@ -35,6 +37,8 @@ class QuantLibrary:
     vector_width: int  # fp32 lanes of the vector unit it was built for (1: no AVX2, scalar code)
     q4_1: ctypes._CFuncPtr
     q8_0: ctypes._CFuncPtr
+    q4_1_dequantise: ctypes._CFuncPtr  # (quants, scales, mins, out [N, K], N, K)
+    q8_0_dequantise: ctypes._CFuncPtr  # (quants, scales, out [N, K], N, K)
 
 
 def _compiler() -> str:
@@ -99,13 +103,23 @@ def load_shared(source: Path, flags: tuple[str, ...]) -> tuple[ctypes.CDLL, Path
 
 
 def load_library(flags: tuple[str, ...] = FLAGS) -> QuantLibrary:
-    lib, path, built_seconds = load_shared(SOURCE, flags)
+    try:
+        lib, path, built_seconds = load_shared(SOURCE, flags)
+    except QuantUnavailable:
+        if "-fopenmp" not in flags:
+            raise
+        lib, path, built_seconds = load_shared(SOURCE, tuple(f for f in flags if f != "-fopenmp"))
     pointer, rows, width = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.tokviz_q4_1_matmul.argtypes = [pointer, rows, rows, pointer, pointer, pointer, pointer, rows, width]
     lib.tokviz_q8_0_matmul.argtypes = [pointer, rows, rows, pointer, pointer, pointer, rows, width]
-    lib.tokviz_q4_1_matmul.restype = lib.tokviz_q8_0_matmul.restype = ctypes.c_int
-    return QuantLibrary(path, built_seconds, lib.tokviz_max_rows(),
-                        lib.tokviz_vector_width(), lib.tokviz_q4_1_matmul, lib.tokviz_q8_0_matmul)
+    lib.tokviz_q4_1_dequantise.argtypes = [pointer, pointer, pointer, pointer, rows, rows]
+    lib.tokviz_q8_0_dequantise.argtypes = [pointer, pointer, pointer, rows, rows]
+    for function in (lib.tokviz_q4_1_matmul, lib.tokviz_q8_0_matmul, lib.tokviz_q4_1_dequantise,
+                     lib.tokviz_q8_0_dequantise):
+        function.restype = ctypes.c_int
+    return QuantLibrary(path, built_seconds, lib.tokviz_max_rows(), lib.tokviz_vector_width(),
+                        lib.tokviz_q4_1_matmul, lib.tokviz_q8_0_matmul, lib.tokviz_q4_1_dequantise,
+                        lib.tokviz_q8_0_dequantise)
 
 
 class LazyFunction:
