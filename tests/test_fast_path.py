@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,6 +77,9 @@ def test_many_rows_go_through_dequantised_tiles_that_are_the_weights_bit_for_bit
     x.requires_grad_(True)  # a gradient reaches the input through the dequantised weights
     quant(x[:, :3]).sum().backward()
     assert torch.allclose(x.grad[:, :3], quant.weight.sum(0).expand(2, 3, 96), atol=1e-4)
+    if Path("/proc/self/maps").exists():  # the dequantisation runs on torch's OpenMP runtime, not a second one
+        maps = Path("/proc/self/maps").read_text().splitlines()
+        assert len({line.split()[-1] for line in maps if line.endswith("/libgomp.so.1")}) <= 1
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 instruction sets")
