@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from tests.reference import assert_step_matches, full_logits
-from tokviz_app.engine import ModelManager, SamplingParams, fast_path, quant_linear
+from tokviz_app.engine import ModelManager, SamplingParams, fast_path, llama_decode, quant_linear
 from tokviz_app.engine.quant_library import FLAGS, QuantUnavailable, load_library
 from tokviz_app.engine.quant_linear import QuantLinear
 from tokviz_app.engine.quant_weights import QuantBlocks, matched
+from tokviz_app.engine.resident import ResidentBatch, Slot, new_cache
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +194,53 @@ def test_fast_path_serves_the_bundled_model_with_the_reference_numbers(monkeypat
         n_prompt = len(session.prompt_tokens)
         for token in session.tokens:
             assert_step_matches(token, logits[n_prompt + token.position - 1], greedy=True)
+
+
+@pytestmark_real
+def test_one_token_steps_written_out_equal_transformers_forward(monkeypatch):
+    """`llama_decode.lean_step` against transformers' own forward of the same model (the same kernels): one
+    row with its own cache, and three rows of different lengths left-padded into one batch, for a few steps."""
+    model = load_bundled(monkeypatch, TOKVIZ_COMPILE="on")
+    assert model.fast_path.wait(120) and model.fast_path.active, model.fast_path.line
+    hf = model.hf_model
+    assert hf._tokviz_lean and "one-token steps written out" in model.fast_path.line
+    served = []
+    real_step = llama_decode.lean_step
+    monkeypatch.setattr(llama_decode, "lean_step", lambda *a: served.append(1) or real_step(*a))
+    prompts = [model.encode(text) for text in ("Paris is", "The capital of France is", "One, two, three, four,")]
+
+    def batch_of(ids_list):
+        slots, kvs = [], []
+        for ids in ids_list:
+            cache = new_cache(hf.config)
+            type(hf).forward(hf, input_ids=torch.tensor([ids]), cache=cache, use_cache=True)
+            slot = Slot()
+            slot.length = len(ids)
+            slots.append(slot)
+            kvs.append([(layer.keys, layer.values) for layer in cache.layers])
+        batch = ResidentBatch(0, hf.config)
+        batch.install(slots, kvs)
+        return batch
+
+    with torch.inference_mode():
+        for rows in ([prompts[1]], prompts):
+            ours, theirs = batch_of(rows), batch_of(rows)
+            tokens = torch.tensor([[ids[-1]] for ids in rows])
+            for _ in range(3):
+                positions = torch.tensor([[slot.length] for slot in ours.rows])
+                mask = torch.cat([ours.mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=1)
+                mask = None if bool(mask.all()) else mask
+                got = hf(input_ids=tokens, cache=ours.cache, use_cache=True, attention_mask=mask,
+                         position_ids=positions).logits[:, -1]
+                want = type(hf).forward(hf, input_ids=tokens, cache=theirs.cache, use_cache=True,
+                                        attention_mask=mask, position_ids=positions).logits[:, -1]
+                assert torch.equal(got, want), (len(rows), (got - want).abs().max())  # the same ops, bit for bit
+                for batch in (ours, theirs):
+                    batch.mask = torch.cat([batch.mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=1)
+                    for slot in batch.rows:
+                        slot.length += 1
+                tokens = got.argmax(-1, keepdim=True)
+    assert len(served) == 6  # every step above went through it; prompts went to transformers
 
 
 @pytestmark_real

@@ -24,6 +24,7 @@ from typing import Callable, ContextManager
 
 import torch
 
+from . import llama_decode
 from .kernels import return_freed_memory
 from .openmp import this_threads_openmp
 from .quant_library import QuantUnavailable, load_library
@@ -134,6 +135,7 @@ def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath, mode: str = "
         with torch.no_grad():
             for _, parent, name, module, blocks, bias in plan:
                 setattr(parent, name, QuantLinear(blocks, library, max_rows, bias))
+        lean = llama_decode.install(hf_model)  # the Python around the kernels is now most of a step
         megabytes = sum(blocks.nbytes for *_, blocks, _ in plan) / 1e6
         kinds = "/".join(sorted({blocks.kind.upper() for *_, blocks, _ in plan}))
         layers = len(plan)
@@ -141,7 +143,8 @@ def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath, mode: str = "
         return_freed_memory()  # and the dequantised copies the check made
         fast.finish(f"Fast path: exact {kinds} kernels on the GGUF's own blocks ({megabytes:.0f} MB, {how}) for "
                     f"{layers} layers, decoding batches up to {max_rows} rows, more rows through BLAS a "
-                    f"dequantised tile at a time; {timings}; ready in {time.perf_counter() - started:.1f} s.",
+                    f"dequantised tile at a time{'; one-token steps written out for Llama' if lean else ''}; "
+                    f"{timings}; ready in {time.perf_counter() - started:.1f} s.",
                     max_rows)
     except _Exiting:
         fast.finish("Fast path not prepared: the process is exiting.")
