@@ -284,7 +284,9 @@ def test_smollm2_norm_is_found_and_the_last_row_is_the_token():
         for step in [*session.tokens, *session.prompt_tokens[1:]]:
             rows = session.layer_lens(step.position, prompt=step.is_prompt)
             assert_last_row_is_the_token(rows, step)
-            assert_lens_output_is_the_models(session, step, 1e-5)
+            # on the fast path the lens's full pass (BLAS on dequantised tiles) and the steps (the exact kernels)
+            # sum in different orders over 30 layers: 1.2e-5 apart was seen, the bound is 1e-4
+            assert_lens_output_is_the_models(session, step, 5e-5)
             check_rows(rows, ref, step.position + (0 if step.is_prompt else n), step.token_id)
         decided = session.decided_layers()
         assert all(d is not None for d in decided), "greedy tokens are the model's top-1"
