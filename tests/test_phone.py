@@ -94,7 +94,9 @@ def test_a_tapped_token_shows_its_details_and_alternatives_in_view(server, drive
         assert rect(chip)[3] <= sheet_top, "the sheet hides the tapped token"
         assert rect(d.find_element(By.CSS_SELECTOR, "[data-position].tv-selected"))[3] <= sheet_top
         text = d.find_element(By.CSS_SELECTOR, ".tv-details .tv-detail-chip").text
-        assert text == chip.text and text in details.text
+        # a token of partial UTF-8 bytes: the chip joins it with its neighbours into the character, the details
+        # show its own bytes (‹E2 9C›)
+        assert (text == chip.text or "‹" in text) and text in details.text, (text, chip.text)
         tap(d, d.find_element(By.CSS_SELECTOR, ".tv-logo"))  # a tap outside closes the menu
         wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".tv-alt") == [])
         time.sleep(0.3)
