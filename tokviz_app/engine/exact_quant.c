@@ -73,10 +73,18 @@ static inline void unpack_q8(const int8_t* q, vec* out) {
 #endif
 }
 #define PARTS (QB / LANES)
-#define GROUP (LANES == 16 ? 8 : 2)  /* rows per pass: their accumulators fit the vector registers */
+#define GROUP 8  /* rows per pass: each block's weights, unpacked once, feed every row's FMAs */
+/* Accumulators per row: all of a block's parts on AVX-512 (32 registers); on AVX2 (16 registers) fewer as rows
+   grow, so that every row of a pass keeps its sums in registers (2 rows per pass and 4 accumulators each, as
+   before, unpacked each block 4 times for 8 rows and spilled). */
+#if LANES == 16
+#define ACC(M) PARTS
+#else
+#define ACC(M) ((M) <= 2 ? 4 : (M) <= 4 ? 2 : 1)
+#endif
 
-/* One output column n for M rows (M a constant of at most GROUP): one accumulator per row and part, pure FMAs.
-   At M < 4 a second set takes the odd blocks, so enough independent FMA chains are in flight. */
+/* One output column n for M rows (M a constant of at most GROUP): ACC(M) accumulators per row, pure FMAs. Where
+   fewer than 8 chains of FMAs would be in flight, a second set takes the odd blocks. */
 static inline __attribute__((always_inline)) void block_fmas(const uint8_t* q, int is_q4, float scale, float min,
                                                              const float* x, const int64_t M, int64_t K,
                                                              vec acc[][PARTS]) {
@@ -90,7 +98,7 @@ static inline __attribute__((always_inline)) void block_fmas(const uint8_t* q, i
         for (int p = 0; p < PARTS; p++) w[p] = VMUL(w[p], s);
     }
     for (int64_t r = 0; r < M; r++)
-        for (int p = 0; p < PARTS; p++) acc[r][p] = VFMA(w[p], VLOAD(x + r * K + p * LANES), acc[r][p]);
+        for (int p = 0; p < PARTS; p++) acc[r][p % ACC(M)] = VFMA(w[p], VLOAD(x + r * K + p * LANES), acc[r][p % ACC(M)]);
 }
 
 static inline __attribute__((always_inline)) void column(
@@ -98,9 +106,9 @@ static inline __attribute__((always_inline)) void column(
         const float* d, const float* m, float* y, int64_t N) {
     vec even[GROUP][PARTS], odd[GROUP][PARTS];
     for (int64_t r = 0; r < M; r++)
-        for (int p = 0; p < PARTS; p++) even[r][p] = odd[r][p] = VZERO();
+        for (int p = 0; p < ACC(M); p++) even[r][p] = odd[r][p] = VZERO();
     int64_t b = 0;
-    if (M < 4)
+    if (M * ACC(M) < 8)
         for (; b + 1 < KB; b += 2) {
             block_fmas(q + b * qstride, is_q4, d[b], m ? m[b] : 0.f, x + b * QB, M, K, even);
             block_fmas(q + (b + 1) * qstride, is_q4, d[b + 1], m ? m[b + 1] : 0.f, x + (b + 1) * QB, M, K, odd);
@@ -108,7 +116,7 @@ static inline __attribute__((always_inline)) void column(
     for (; b < KB; b++) block_fmas(q + b * qstride, is_q4, d[b], m ? m[b] : 0.f, x + b * QB, M, K, even);
     for (int64_t r = 0; r < M; r++) {
         vec total = VZERO();
-        for (int p = 0; p < PARTS; p++) total = VADD(total, VADD(even[r][p], odd[r][p]));
+        for (int p = 0; p < ACC(M); p++) total = VADD(total, VADD(even[r][p], odd[r][p]));
         y[r * N] = VSUM(total);
     }
 }
