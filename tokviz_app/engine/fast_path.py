@@ -168,30 +168,37 @@ def dense_parameters(module: torch.nn.Module) -> tuple[torch.Tensor | None, torc
 
 
 def fastest_rows(plan: list, library, quiet: Callable[[], ContextManager]) -> tuple[int, str]:
-    """Time a step's matrix products both ways at 1-16 rows: the quantised kernels serve up to the largest row
-    count at which they are faster (0: never). Every layer once, as a step streams the weights from memory: one
-    block's layers timed again and again ran from the cache, where fp32 won at 16 rows and lost in real steps."""
-    layers = [(module, QuantLinear(blocks, library, library.max_rows, bias))
-              for _, _, _, module, blocks, bias in plan]
-    best = {"quant": {}, "fp32": {}}
+    """Time a step's matrix products at 1-16 rows: on the kernels, on the dequantised tiles that serve wider batches
+    once the fp32 layers are gone, and (one row) on the fp32 layers. The fast path serves if its kernels beat the
+    fp32 layers at one row (0 otherwise), and its kernels take batches up to the largest row count at which they
+    beat the tiles. Every layer once per round, as a step streams the weights from memory: one block's layers
+    timed again and again ran from the cache, where fp32 won at 16 rows and lost in real steps."""
+    paths = {"quant": [QuantLinear(blocks, library, library.max_rows, bias) for *_, blocks, bias in plan],
+             "tiles": [QuantLinear(blocks, library, 0, bias) for *_, blocks, bias in plan],
+             "fp32": [module for _, _, _, module, _, _ in plan]}
+    threads = {"quant": 1, "tiles": None, "fp32": None}  # as decoding steps run them
+    best: dict[str, dict[int, float]] = {kind: {} for kind in paths}
     with torch.inference_mode():
         for rows in ROW_COUNTS:
-            inputs = [torch.randn(1, rows, quant.in_features) for _, quant in layers]
+            inputs = [torch.randn(1, rows, layer.in_features) for layer in paths["quant"]]
             for _ in range(3):  # interleaved rounds, best of each
-                for kind, index, threads in (("fp32", 0, None), ("quant", 1, 1)):  # as decoding steps run them
-                    with quiet(), this_threads_openmp(threads):
-                        layers[0][index](inputs[0])  # wakes the threads the timing uses
+                for kind, layers in paths.items():
+                    if kind == "fp32" and rows > 1:
+                        continue
+                    with quiet(), this_threads_openmp(threads[kind]):
+                        layers[0](inputs[0])  # wakes the threads the timing uses
                         t0 = time.perf_counter()
-                        for pair, x in zip(layers, inputs):
-                            pair[index](x)
+                        for layer, x in zip(layers, inputs):
+                            layer(x)
                         seconds = time.perf_counter() - t0
                     best[kind][rows] = min(best[kind].get(rows, seconds), seconds)
     max_rows = 0
-    for rows in ROW_COUNTS:
-        if best["quant"][rows] >= best["fp32"][rows]:
-            break
-        max_rows = rows
-    ms = lambda kind: "/".join(f"{best[kind][r] * 1e3:.2f}" for r in ROW_COUNTS)  # noqa: E731
+    if best["quant"][1] < best["fp32"][1]:
+        for rows in ROW_COUNTS:
+            if best["quant"][rows] >= best["tiles"][rows]:
+                break
+            max_rows = rows
+    ms = lambda kind: "/".join(f"{seconds * 1e3:.2f}" for seconds in best[kind].values())  # noqa: E731
     return max_rows, f"ms for a step's matrix products at {'/'.join(map(str, ROW_COUNTS))} rows: " \
-                     f"quantised {ms('quant')}, fp32 {ms('fp32')}"
+                     f"quantised {ms('quant')}, dequantised tiles {ms('tiles')}, fp32 {ms('fp32')} at 1 row"
 
