@@ -66,9 +66,8 @@ def test_statistics_match_numpy_in_float64(vocab, path, monkeypatch):
         near = int((np.abs(exp["logprobs"] - UNDERFLOW) < 1e-3).sum())
         assert abs(stats.kept[r].item() - int((exp["logprobs"] > UNDERFLOW).sum())) <= near
         top = stats.top_logprobs[r].numpy().astype(np.float64)
-        # fp32's log-sum over the row is off by a relative ~1e-6 whose sign depends on the summation order (torch's
-        # kernel sums in AVX2 or AVX-512 lanes: 1.25e-6 of a probability 0.31 on an AVX2 EPYC): so relative, as
-        # the log-prob's check above
+        # a probability's error is relative to it (fp32 log-probs; torch's fp32 log-sum alone was 1.25e-6 off a
+        # probability 0.31 on an AVX2 EPYC before it went to float64): so relative, as the log-prob's check above
         np.testing.assert_allclose(np.exp(top), np.exp(exp["top_logprobs"]), rtol=1e-5, atol=1e-9)
         if path == "native":  # equal logits list the lower id first (numpy's stable sort does the same)
             np.testing.assert_array_equal(stats.top_ids[r].numpy(), exp["top_ids"])
