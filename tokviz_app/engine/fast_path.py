@@ -181,9 +181,11 @@ def fastest_rows(plan: list, library, quiet: Callable[[], ContextManager]) -> tu
     with torch.inference_mode():
         for rows in ROW_COUNTS:
             inputs = [torch.randn(1, rows, layer.in_features) for layer in paths["quant"]]
-            for _ in range(3):  # interleaved rounds, best of each
+            for round_ in range(3):  # interleaved rounds, best of each
                 for kind, layers in paths.items():
-                    if kind == "fp32" and rows > 1:
+                    # fp32 decides at one row only; the tiles dequantise every layer each round (0.07-0.2 s
+                    # a round, 2-3x the kernels' time on a 2-core EPYC): one round tells, ~1 s sooner ready
+                    if kind == "fp32" and rows > 1 or kind == "tiles" and round_ > 0:
                         continue
                     with quiet(), this_threads_openmp(threads[kind]):
                         layers[0](inputs[0])  # wakes the threads the timing uses

@@ -40,11 +40,18 @@ class Sampled(NamedTuple):
 
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """fp32 log-probabilities whose normaliser is summed in float64 (not on MPS, which has none): torch's fp32
-    log-sum over 50k tokens in AVX2 lanes was off by 2e-5, which a near-uniform row's entropy multiplies by ~10."""
+    log-sum over 50k tokens in AVX2 lanes was off by 2e-5, which a near-uniform row's entropy multiplies by ~10.
+    Only the sum is float64 (its terms are fp32 exps, each within 1e-7): no float64 copy of the logits, whose
+    [tokens, vocabulary] size a long prompt makes hundreds of MB."""
     logits = logits.float()
     if logits.device.type == "mps":
         return torch.log_softmax(logits, dim=-1)
-    return (logits - torch.logsumexp(logits.double(), dim=-1, keepdim=True)).float()
+    peak = logits.amax(dim=-1, keepdim=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))  # rows of infinities or NaN stay so
+    total = torch.exp(logits - peak).sum(dim=-1, keepdim=True, dtype=torch.float64)
+    normaliser = peak.double() + total.log()
+    high = normaliser.float()  # subtracted in two fp32 parts: as close as one float64 subtraction rounded once
+    return (logits - high) - (normaliser - high.double()).float()
 
 
 def entropy_bits(logprobs: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
