@@ -94,6 +94,7 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
         q, k, v = attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)
         if glue:
             dim = attention.head_dim
+            q, k = q.contiguous(), k.contiguous()  # (they are: the kernels' and BLAS's own outputs)
             glue[1](q.data_ptr(), q.shape[-1] // dim, k.data_ptr(), k.shape[-1] // dim, rows, dim, cos.data_ptr(),
                     sin.data_ptr())  # in place, rounded as apply_rotary_pos_emb rounds
         q, k, v = (t.view(rows, 1, -1, attention.head_dim).transpose(1, 2) for t in (q, k, v))
