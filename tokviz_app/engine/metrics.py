@@ -50,7 +50,7 @@ def log_softmax(logits: torch.Tensor) -> torch.Tensor:
     peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))  # rows of infinities or NaN stay so
     total = torch.exp(logits - peak).sum(dim=-1, keepdim=True, dtype=torch.float64)
     normaliser = peak.double() + total.log()
-    high = normaliser.float()  # subtracted in two fp32 parts: as close as one float64 subtraction rounded once
+    high = normaliser.float()  # subtracted in two fp32 parts: within an ulp of a float64 subtraction rounded once
     return (logits - high) - (normaliser - high.double()).float()
 
 
