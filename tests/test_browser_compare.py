@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser_page import BrowserPage
 from tests.server_process import clean_env, free_port, serve, tokviz_command
 from tests.test_browser import ARTIFACTS, CHROMEDRIVER, CHROMIUM, ROOT, driver  # noqa: F401  (pytest fixture)
 from tests.tiny_model import build_tiny_model
@@ -42,20 +43,7 @@ def rgb(hex_colour: str) -> str:
     return "rgba({}, {}, {}, 1)".format(*(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)))
 
 
-class Page:
-    def __init__(self, d) -> None:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        self.d, self.by = d, By
-        self.wait = WebDriverWait(d, 60, poll_frequency=0.05)
-
-    def button(self, name: str):
-        return self.d.find_element(self.by.XPATH, f"//button[.//span[normalize-space()='{name}']]")
-
-    def css(self, selector: str):
-        return self.d.find_elements(self.by.CSS_SELECTOR, selector)
-
+class Page(BrowserPage):
     def ready(self, url: str) -> None:
         self.d.get(url)
         self.wait.until(lambda _: self.button("Initialize Model"))
