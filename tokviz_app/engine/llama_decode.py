@@ -45,6 +45,7 @@ def install(hf_model: torch.nn.Module) -> bool:
 
     hf_model.forward = forward
     hf_model._tokviz_lean = True
+    add_rms_norm(), rotary()  # built here (the fast path's background preparation), not in a user's first step
     return True
 
 
