@@ -159,13 +159,17 @@ def _gguf_parsed_once(staged: _StagedProgress):
         return
     readers: dict = {}
     metadata: dict = {}
+    try:  # built before gguf.GGUFReader is replaced below: it subclasses the real one
+        fast_reader_class = plain_reader_class()
+    except (TypeError, AttributeError):  # a gguf version whose internals differ
+        fast_reader_class = reader_class
 
     def shared_reader(path, mode="r"):
         key = (os.fspath(path), mode)
         if key not in readers:
             staged.enter(0)
             try:
-                readers[key] = plain_reader_class()(path, mode)
+                readers[key] = fast_reader_class(path, mode)
             except (TypeError, AttributeError):  # a gguf version whose internals differ
                 readers[key] = reader_class(path, mode)
         return readers[key]
