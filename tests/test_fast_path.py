@@ -201,14 +201,20 @@ def test_one_token_steps_written_out_equal_transformers_forward(monkeypatch):
     """`llama_decode.lean_step` against transformers' own forward of the same model (the same kernels): one
     row with its own cache, and three rows of different lengths left-padded into one batch, for a few steps; with
     the native norms and rotary embeddings (`decode_glue.c`) within fp32 rounding, and without them (torch's ops,
-    as where no compiler builds them) bit for bit."""
+    as where no compiler builds them) bit for bit; q/k/v and gate/up joined into one kernel call each, bit for bit
+    as separate calls."""
     model = load_bundled(monkeypatch, TOKVIZ_COMPILE="on")
     assert model.fast_path.wait(120) and model.fast_path.active, model.fast_path.line
     hf = model.hf_model
     assert hf._tokviz_lean and "one-token steps written out" in model.fast_path.line
-    served = []
+    served, ways = [], {}
     real_step = llama_decode.lean_step
-    monkeypatch.setattr(llama_decode, "lean_step", lambda *a: served.append(1) or real_step(*a))
+
+    def step(*args):  # the model's glue and joined products as installed, or what `ways` puts in their place
+        served.append(args)
+        return real_step(*args[:5], *ways.get("glue_and_joints", args[5:]))
+
+    monkeypatch.setattr(llama_decode, "lean_step", step)
     prompts = [model.encode(text) for text in ("Paris is", "The capital of France is", "One, two, three, four,")]
 
     def batch_of(ids_list):
@@ -225,11 +231,18 @@ def test_one_token_steps_written_out_equal_transformers_forward(monkeypatch):
         return batch
 
     assert llama_decode.add_rms_norm() and llama_decode.rotary()  # built wherever the kernels are
-    with_glue = llama_decode._glue
-    for glue in (True, False):
-        monkeypatch.setattr(llama_decode, "_glue", with_glue if glue else lambda *args: None)
-        compare_steps(hf, batch_of, prompts, exact=not glue)
-    assert len(served) == 12  # every step above went through it; prompts went to transformers
+    compare_steps(hf, batch_of, prompts, exact=False)
+    glue, joints = served[0][5:]
+    assert glue and all(joint.qkv and joint.gate_up for joint in joints)  # every layer's products joined
+    attention = hf.model.layers[0].self_attn
+    # the separate layers read views of the joined blocks: one copy of the weights is kept
+    assert attention.q_proj.blocks.quants.data_ptr() == joints[0].qkv.blocks.quants.data_ptr()
+    assert attention.v_proj.blocks.mins.untyped_storage().data_ptr() == joints[0].qkv.blocks.mins.data_ptr()
+    ways["glue_and_joints"] = (None, joints)  # the joined products give each column as before: bit for bit
+    compare_steps(hf, batch_of, prompts, exact=True)
+    ways["glue_and_joints"] = (None, None)
+    compare_steps(hf, batch_of, prompts, exact=True)
+    assert len(served) == 18  # every step above went through it; prompts went to transformers
 
 
 def compare_steps(hf, batch_of, prompts, exact: bool) -> None:

@@ -36,17 +36,37 @@ def install(hf_model: torch.nn.Module) -> bool:
     if not _is_plain_llama(hf_model) or getattr(hf_model, "_tokviz_lean", False):
         return False
     transformers_forward = hf_model.forward
+    # built here (the fast path's background preparation), not in a user's first step
+    glue = (add_rms_norm(), rotary()) if add_rms_norm() is not None and rotary() is not None else None
+    joints = [_LayerJoints.of(layer) for layer in hf_model.model.layers]
 
     def forward(*args, **kwargs):
         if not args and kwargs.keys() <= _ALLOWED and _one_token_step(kwargs):
             return lean_step(hf_model, kwargs["input_ids"], kwargs["cache"], kwargs.get("position_ids"),
-                             kwargs.get("attention_mask"))
+                             kwargs.get("attention_mask"), glue, joints)
         return transformers_forward(*args, **kwargs)
 
     hf_model.forward = forward
     hf_model._tokviz_lean = True
-    add_rms_norm(), rotary()  # built here (the fast path's background preparation), not in a user's first step
     return True
+
+
+class _LayerJoints:
+    """A layer's q/k/v and gate/up products as one kernel call each, where its layers are the fast path's."""
+
+    def __init__(self, qkv, qkv_sizes: list[int], gate_up, ff_size: int) -> None:
+        self.qkv, self.qkv_sizes, self.gate_up, self.ff_size = qkv, qkv_sizes, gate_up, ff_size
+
+    @classmethod
+    def of(cls, layer) -> "_LayerJoints":
+        from .quant_linear import QuantLinear, joined
+
+        attention, mlp = layer.self_attn, layer.mlp
+        parts = [attention.q_proj, attention.k_proj, attention.v_proj]
+        fast = all(isinstance(part, QuantLinear) for part in parts + [mlp.gate_proj, mlp.up_proj])
+        qkv = joined(parts) if fast else None
+        gate_up = joined([mlp.gate_proj, mlp.up_proj]) if fast else None
+        return cls(qkv, [part.out_features for part in parts], gate_up, mlp.gate_proj.out_features)
 
 
 def _is_plain_llama(hf_model: torch.nn.Module) -> bool:
@@ -74,8 +94,9 @@ def _one_token_step(kwargs: dict) -> bool:
 
 
 def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tensor | None,
-              attention_mask: torch.Tensor | None):
-    """transformers' LlamaForCausalLM forward for one token per row (the rows' pasts in `cache`), written out."""
+              attention_mask: torch.Tensor | None, glue: tuple | None = None, joints: list | None = None):
+    """transformers' LlamaForCausalLM forward for one token per row (the rows' pasts in `cache`), written out.
+    `glue`: the native (norm, rotary) functions, else torch's ops; `joints`: each layer's _LayerJoints."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
@@ -85,14 +106,18 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
         position_ids = torch.tensor([[cache.get_seq_length()]])
     hidden = base.embed_tokens(input_ids)
     cos, sin = base.rotary_emb(hidden, position_ids)
-    glue = _glue(hidden, cos)
+    if glue and (hidden.dtype != torch.float32 or cos.dtype != torch.float32 or not cos.is_contiguous()):
+        glue = None  # the native functions take plain contiguous fp32
     # One query per row sees every key its mask keeps (all of them without a mask): no causal part is left.
     mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
     pending = None  # the last layer's MLP output: added to `hidden` by the next norm in one call with the glue
-    for layer, kv in zip(base.layers, cache.layers):
+    for layer, kv, joint in zip(base.layers, cache.layers, joints or [None] * len(base.layers)):
         attention, mlp = layer.self_attn, layer.mlp
         hidden, x = _add_and_norm(glue, layer.input_layernorm, hidden, pending)
-        q, k, v = attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)
+        if joint and joint.qkv:
+            q, k, v = joint.qkv(x).split(joint.qkv_sizes, dim=-1)
+        else:
+            q, k, v = attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)
         if glue:
             dim = attention.head_dim
             q, k = q.contiguous(), k.contiguous()  # (they are: the kernels' and BLAS's own outputs)
@@ -111,18 +136,14 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
             out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=mask, scale=attention.scaling)
         attended = attention.o_proj(out.reshape(rows, 1, -1))
         hidden, x = _add_and_norm(glue, layer.post_attention_layernorm, hidden, attended)
-        pending = mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
+        if joint and joint.gate_up:
+            gate, up = joint.gate_up(x).split(joint.ff_size, dim=-1)
+            pending = mlp.down_proj(mlp.act_fn(gate) * up)
+        else:
+            pending = mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
     hidden, x = _add_and_norm(glue, base.norm, hidden, pending)
     logits = hf_model.lm_head(x)
     return CausalLMOutputWithPast(logits=logits, cache=cache)
-
-
-def _glue(hidden: torch.Tensor, cos: torch.Tensor) -> tuple | None:
-    """The native norm and rotary functions where they built and the step is plain contiguous fp32, else None."""
-    if hidden.dtype != torch.float32 or cos.dtype != torch.float32 or not cos.is_contiguous():
-        return None
-    norm, rotate = add_rms_norm(), rotary()
-    return (norm, rotate) if norm is not None and rotate is not None else None
 
 
 def _add_and_norm(glue, norm: torch.nn.Module, hidden: torch.Tensor, delta: torch.Tensor | None):
