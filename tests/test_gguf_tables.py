@@ -70,3 +70,19 @@ def test_the_conversion_parses_with_the_faster_reader():
         assert isinstance(reader, bundled.plain_reader_class())
         assert gguf.GGUFReader(bundled.gguf_path()) is reader  # parsed once
     assert gguf.GGUFReader.__name__ == "GGUFReader"
+
+
+def test_the_blocks_are_copies_and_the_file_is_unmapped_once_read():
+    """A mapped file's touched pages count in the process's RSS: after reading, the GGUF must be unmapped at
+    once, not when the garbage collector next runs (a reference cycle held it: ~90 MB more RSS on the fast path)."""
+    import gc
+
+    path = str(bundled.gguf_path().resolve())
+    gc.disable()
+    try:
+        blocks = read_gguf_blocks(bundled.gguf_path())
+        with open("/proc/self/maps") as maps:
+            assert path not in maps.read()
+    finally:
+        gc.enable()
+    assert blocks["lm_head"].quants.is_contiguous() and blocks["lm_head"].scales.dtype.is_floating_point
