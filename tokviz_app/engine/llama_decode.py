@@ -60,14 +60,12 @@ class _LayerJoints:
 
     @classmethod
     def of(cls, layer) -> "_LayerJoints":
-        from .quant_linear import QuantLinear, joined
+        from .quant_linear import joined
 
         attention, mlp = layer.self_attn, layer.mlp
         parts = [attention.q_proj, attention.k_proj, attention.v_proj]
-        fast = all(isinstance(part, QuantLinear) for part in parts + [mlp.gate_proj, mlp.up_proj])
-        qkv = joined(parts) if fast else None
-        gate_up = joined([mlp.gate_proj, mlp.up_proj]) if fast else None
-        return cls(qkv, [part.out_features for part in parts], gate_up, mlp.gate_proj.out_features)
+        return cls(joined(parts), [part.out_features for part in parts], joined([mlp.gate_proj, mlp.up_proj]),
+                   mlp.gate_proj.out_features)
 
 
 def _is_plain_llama(hf_model: torch.nn.Module) -> bool:

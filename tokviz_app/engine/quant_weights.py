@@ -69,13 +69,12 @@ def _blocks(kind: str, raw: np.ndarray, n_rows: int) -> QuantBlocks:
 # GGUF metadata value types -> their size in bytes (8: string, 9: array are walked)
 _SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _STRING, _ARRAY = 8, 9
-GGML_TYPES = {2: ("q4_0", 32, 18), 3: ("q4_1", 32, 20), 8: ("q8_0", 32, 34), 0: ("f32", 1, 4), 1: ("f16", 1, 2)}
 
 
 @dataclass
 class GGUFTensor:
     name: str
-    kind: str  # GGML_TYPES' name
+    kind: str  # gguf's GGMLQuantizationType name in lower case: "q4_1", "q8_0", "f32", ...
     dims: tuple[int, ...]  # GGUF order: the row length first
     data: np.ndarray  # uint8 [rows, bytes a row], a view of the file's memory map
 
@@ -85,7 +84,7 @@ def read_gguf_tensors(path: Path) -> list[GGUFTensor]:
 
     gguf's own reader builds a numpy view for every metadata item (the bundled file's 49k-token
     vocabulary and merges: ~1.3M views, 2-6 s); only the tensors are needed here (~50 ms).
-    Tensors of other types than GGML_TYPES are left out. The file stays mapped only while a tensor's
+    Tensors of types gguf-py does not know are left out. The file stays mapped only while a tensor's
     `data` is referenced (no reference cycle here: a mapped file counts in RSS until it is unmapped)."""
     data = np.memmap(path, dtype=np.uint8, mode="r")
     with memoryview(data) as raw:
@@ -107,12 +106,17 @@ def read_gguf_tensors(path: Path) -> list[GGUFTensor]:
             kind, start = struct.unpack_from("<IQ", raw, offset + 4 + 8 * n_dims)
             offset += 4 + 8 * n_dims + 12
             table.append((name, kind, dims, start))
+    import gguf
+
     first = -(-offset // alignment) * alignment
     tensors = []
     for name, kind, dims, start in table:
-        if kind not in GGML_TYPES:
+        try:
+            kind = gguf.GGMLQuantizationType(kind)
+            block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
+        except (ValueError, KeyError):  # a type this gguf-py does not know
             continue
-        type_name, block, block_bytes = GGML_TYPES[kind]
+        type_name = kind.name.lower()
         row_bytes = dims[0] // block * block_bytes
         rows = int(np.prod(dims[1:], dtype=np.int64))
         at = first + start
