@@ -7,7 +7,9 @@ around them (16.4–17.5 -> 14.4–15.3 ms a forward on a 2-core Xeon); everythi
 layer lens, other models) goes to transformers' forward. The norms and rotary embeddings run in `decode_glue.c`
 (one call each instead of 7-14 torch ops: 44 -> ~37 ms a step on a 2-core AVX2 EPYC), where it builds; its logits
 equal transformers' within fp32 rounding (tested), bit for bit without the glue. A layer's q/k/v and gate/up
-products are one kernel call each (`quant_linear.joined`: 41.6 -> 37.1 ms a step there, bit for bit).
+products are one kernel call each (`quant_linear.joined`: 41.6 -> 37.1 ms a step there, bit for bit). The
+attention runs in `decode_attention.c` (SDPA's CPU kernel is made for long queries: 215 -> 109 us a layer at 8
+rows, 44 -> 21 us at 1, on a 2-core AVX2 EPYC), within fp32 rounding of SDPA.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ add_rms_norm = LazyFunction(GLUE_SOURCE, GLUE_FLAGS, "tokviz_add_rms_norm", [_p,
                             "one-token steps norm with torch")
 rotary = LazyFunction(GLUE_SOURCE, GLUE_FLAGS, "tokviz_rotary", [_p, _n, _p, _n, _n, _n, _p, _p],
                       "one-token steps rotate with torch")
+attention = LazyFunction(Path(__file__).with_name("decode_attention.c"), ("-O3", "-march=native", "-shared", "-fPIC"),
+                         "tokviz_decode_attention", [_p, _n, _n, _n, _n, _p, _p, _n, _n, _n, _p, ctypes.c_float, _p],
+                         "one-token steps attend with torch's SDPA")
 
 _ALLOWED = frozenset({"input_ids", "cache", "use_cache", "position_ids", "attention_mask"})
 
@@ -38,7 +43,7 @@ def install(hf_model: torch.nn.Module) -> bool:
         return False
     transformers_forward = hf_model.forward
     # built here (the fast path's background preparation), not in a user's first step
-    glue = (add_rms_norm(), rotary()) if add_rms_norm() is not None and rotary() is not None else None
+    glue = (add_rms_norm(), rotary(), attention()) if add_rms_norm() is not None and rotary() is not None else None
     joints = [_LayerJoints.of(layer) for layer in hf_model.model.layers]
 
     def forward(*args, **kwargs):
@@ -95,7 +100,8 @@ def _one_token_step(kwargs: dict) -> bool:
 def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tensor | None,
               attention_mask: torch.Tensor | None, glue: tuple | None = None, joints: list | None = None):
     """transformers' LlamaForCausalLM forward for one token per row (the rows' pasts in `cache`), written out.
-    `glue`: the native (norm, rotary) functions, else torch's ops; `joints`: each layer's _LayerJoints."""
+    `glue`: the native (norm, rotary, attention or None) functions, else torch's ops; `joints`: each layer's
+    _LayerJoints."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
@@ -108,7 +114,8 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
     if glue and (hidden.dtype != torch.float32 or cos.dtype != torch.float32 or not cos.is_contiguous()):
         glue = None  # the native functions take plain contiguous fp32
     # One query per row sees every key its mask keeps (all of them without a mask): no causal part is left.
-    mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+    keep = None if attention_mask is None else attention_mask.bool().contiguous()  # [rows, columns], a byte each
+    mask = None if keep is None else keep[:, None, None, :]
     pending = None  # the last layer's MLP output: added to `hidden` by the next norm in one call with the glue
     for layer, kv, joint in zip(base.layers, cache.layers, joints or [None] * len(base.layers)):
         attention, mlp = layer.self_attn, layer.mlp
@@ -122,17 +129,20 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
             q, k = q.contiguous(), k.contiguous()  # (they are: the kernels' and BLAS's own outputs)
             glue[1](q.data_ptr(), q.shape[-1] // dim, k.data_ptr(), k.shape[-1] // dim, rows, dim, cos.data_ptr(),
                     sin.data_ptr())  # in place, rounded as apply_rotary_pos_emb rounds
+        flat_q = q
         q, k, v = (t.view(rows, 1, -1, attention.head_dim).transpose(1, 2) for t in (q, k, v))
         if not glue:
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
         k, v = kv.update(k, v)
-        # SDPA called as transformers calls it, so the numbers are the same bit for bit: grouped-query attention
-        # without a mask, and with one the query heads sharing a key/value head as its queries (`pack_gqa`)
-        if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, scale=attention.scaling, enable_gqa=True)
-        else:
-            grouped = q.reshape(rows, k.shape[1], -1, attention.head_dim)
-            out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=mask, scale=attention.scaling)
+        out = _native_attention(glue, attention, flat_q, k, v, keep)
+        if out is None:
+            # SDPA called as transformers calls it, so the numbers are the same bit for bit: grouped-query
+            # attention without a mask, and with one the query heads sharing a key/value head as its queries
+            if mask is None:
+                out = F.scaled_dot_product_attention(q, k, v, scale=attention.scaling, enable_gqa=True)
+            else:
+                grouped = q.reshape(rows, k.shape[1], -1, attention.head_dim)
+                out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=mask, scale=attention.scaling)
         attended = attention.o_proj(out.reshape(rows, 1, -1))
         hidden, x = _add_and_norm(glue, layer.post_attention_layernorm, hidden, attended)
         if joint and joint.gate_up:
@@ -143,6 +153,23 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
     hidden, x = _add_and_norm(glue, base.norm, hidden, pending)
     logits = hf_model.lm_head(x)
     return CausalLMOutputWithPast(logits=logits, cache=cache)
+
+
+def _native_attention(glue, attention, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                      keep: torch.Tensor | None) -> torch.Tensor | None:
+    """The step's attention by `decode_attention.c` (q [rows, heads * dim], the cache's keys/values
+    [rows, kv_heads, columns, dim], `keep` [rows, columns] bool or None); None where it does not serve."""
+    function = glue[2] if glue else None
+    rows, kv_heads, columns, dim = keys.shape
+    if (function is None or values.shape != keys.shape or values.stride() != keys.stride()
+            or keys.stride()[2:] != (dim, 1) or keys.dtype != torch.float32 or values.dtype != torch.float32
+            or (keep is not None and keep.shape != (rows, columns))):
+        return None
+    out = torch.empty_like(q)
+    status = function(q.data_ptr(), rows, q.shape[-1] // dim, kv_heads, dim, keys.data_ptr(), values.data_ptr(),
+                      keys.stride(0), keys.stride(1), columns, None if keep is None else keep.data_ptr(),
+                      attention.scaling, out.data_ptr())
+    return out if status == 0 else None
 
 
 def _add_and_norm(glue, norm: torch.nn.Module, hidden: torch.Tensor, delta: torch.Tensor | None):
