@@ -53,11 +53,31 @@ def test_rotary_is_transformers_bit_for_bit(rows, q_heads, k_heads, dim):
     assert torch.equal(k.view(rows, 1, k_heads, dim).transpose(1, 2), want_k)
 
 
+@pytest.mark.parametrize("rows, width", [(1, 1536), (8, 1536), (3, 13)])
+def test_silu_mul_against_torch_and_float64(rows, width):
+    function = llama_decode.silu_mul()
+    if function is None:
+        pytest.skip(f"the C kernels do not build here: {llama_decode.silu_mul.unavailable}")
+    torch.manual_seed(width)
+    gate_up = torch.randn(rows, 1, 2 * width) * 6
+    gate_up[0, 0, :4] = torch.tensor([-100.0, 100.0, 0.0, -0.0])  # exp's far ends, and zero
+    out = torch.empty(rows, 1, width)
+    assert function(gate_up.data_ptr(), rows, width, out.data_ptr()) == 0
+    gate, up = gate_up.split(width, dim=-1)
+    want = F.silu(gate) * up
+    exact = gate.double() * torch.sigmoid(gate.double()) * up.double()
+    # a few units in the last place (fp32 exp, a division and two products): relative to each value
+    assert ((out.double() - exact).abs() <= 1e-6 * exact.abs() + 1e-30).all()
+    assert ((out - want).abs() <= 1e-6 * want.abs() + 1e-30).all()
+
+
 def test_shapes_the_glue_cannot_take_are_refused():
     norm_c, rotary_c = glue_or_skip()
     x = torch.zeros(4)
     assert rotary_c(x.data_ptr(), 1, x.data_ptr(), 1, 1, 3, x.data_ptr(), x.data_ptr()) == 1  # odd head size
     assert norm_c(x.data_ptr(), None, 1, 0, x.data_ptr(), 1e-5, x.data_ptr()) == 1
+    if llama_decode.silu_mul() is not None:
+        assert llama_decode.silu_mul()(x.data_ptr(), 1, 0, x.data_ptr()) == 1
 
 
 def attention_or_skip():

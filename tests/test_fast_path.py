@@ -234,7 +234,7 @@ def test_one_token_steps_written_out_equal_transformers_forward(monkeypatch):
     assert llama_decode.add_rms_norm() and llama_decode.rotary() and llama_decode.attention()  # built wherever
     compare_steps(hf, batch_of, prompts, exact=False)  # the kernels are
     glue, joints = served[0][5:]
-    assert glue and glue[2]  # the attention too
+    assert glue and glue.attention and glue.silu_mul  # the attention and the gate too
     assert all(joint.qkv and joint.gate_up for joint in joints)  # every layer's products joined
     attention = hf.model.layers[0].self_attn
     # the separate layers read views of the joined blocks: one copy of the weights is kept

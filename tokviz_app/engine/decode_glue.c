@@ -50,3 +50,47 @@ int tokviz_rotary(float *q, int64_t q_heads, float *k, int64_t k_heads, int64_t 
     }
     return 0;
 }
+
+/* exp(d) for d <= 0 in 8 lanes (Cephes' expf polynomial, ~1 ulp, as row_stats.c); exp(-87) below -87 */
+typedef float vf __attribute__((vector_size(8 * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(8 * sizeof(int32_t))));
+static inline vf splat(float value) { return (vf){0} + value; }
+static inline vf exp_nonpositive(vf d) {
+    const vi low = d < splat(-87.0f);
+    d = (vf)(((vi)splat(-87.0f) & low) | ((vi)d & ~low));
+    const vf n = __builtin_convertvector(__builtin_convertvector(d * 1.44269504088896341f - 0.5f, vi), vf);
+    const vf r = d - n * 0.693359375f - n * -2.12194440e-4f;
+    vf p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * (vf)((__builtin_convertvector(n, vi) + 127) << 23);
+}
+
+/* Per row: out = silu(gate) * up, the row holding [gate (n), up (n)] side by side (the joined gate/up product);
+ * silu(g) = g / (1 + exp(-g)), with e = exp(-|g|) <= 1: g / (1 + e) for g >= 0, g * e / (1 + e) below (no
+ * overflow). Three torch ops on a strided view of the row (~50 us at 8 rows of 1,536) in one pass; within a few
+ * units in the last place of torch's silu. */
+int tokviz_silu_mul(const float *gate_up, int64_t rows, int64_t n, float *out) {
+    if (n <= 0 || rows < 0) return 1;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *g = gate_up + r * 2 * n, *u = g + n;
+        float *o = out + r * n;
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            vf x, up;
+            memcpy(&x, g + i, sizeof x);
+            memcpy(&up, u + i, sizeof up);
+            const vi negative = x < splat(0.0f);
+            const vf e = exp_nonpositive((vf)((vi)x | ((vi){0} + INT32_MIN))); /* exp(-|x|): the sign bit set */
+            const vf top = (vf)(((vi)(x * e) & negative) | ((vi)x & ~negative));
+            const vf y = top / (1.0f + e) * up;
+            memcpy(o + i, &y, sizeof y);
+        }
+        for (; i < n; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+    return 0;
+}

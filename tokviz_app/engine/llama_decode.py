@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +30,21 @@ add_rms_norm = LazyFunction(GLUE_SOURCE, GLUE_FLAGS, "tokviz_add_rms_norm", [_p,
                             "one-token steps norm with torch")
 rotary = LazyFunction(GLUE_SOURCE, GLUE_FLAGS, "tokviz_rotary", [_p, _n, _p, _n, _n, _n, _p, _p],
                       "one-token steps rotate with torch")
+silu_mul = LazyFunction(GLUE_SOURCE, GLUE_FLAGS, "tokviz_silu_mul", [_p, _n, _n, _p], "one-token steps gate with torch")
 attention = LazyFunction(Path(__file__).with_name("decode_attention.c"), ("-O3", "-march=native", "-shared", "-fPIC"),
                          "tokviz_decode_attention", [_p, _n, _n, _n, _n, _p, _p, _n, _n, _n, _p, ctypes.c_float, _p],
                          "one-token steps attend with torch's SDPA")
+
+
+
+class Glue(NamedTuple):
+    """The native functions a step uses (each None where it does not build; the norm and rotary come together)."""
+
+    norm: object
+    rotary: object
+    attention: object
+    silu_mul: object  # silu(gate) * up, for models whose activation is SiLU
+
 
 _ALLOWED = frozenset({"input_ids", "cache", "use_cache", "position_ids", "attention_mask"})
 
@@ -43,7 +56,10 @@ def install(hf_model: torch.nn.Module) -> bool:
         return False
     transformers_forward = hf_model.forward
     # built here (the fast path's background preparation), not in a user's first step
-    glue = (add_rms_norm(), rotary(), attention()) if add_rms_norm() is not None and rotary() is not None else None
+    glue = None
+    if add_rms_norm() is not None and rotary() is not None:
+        gate = silu_mul() if hf_model.config.hidden_act == "silu" else None
+        glue = Glue(add_rms_norm(), rotary(), attention(), gate)
     joints = [_LayerJoints.of(layer) for layer in hf_model.model.layers]
 
     def forward(*args, **kwargs):
@@ -98,10 +114,9 @@ def _one_token_step(kwargs: dict) -> bool:
 
 
 def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tensor | None,
-              attention_mask: torch.Tensor | None, glue: tuple | None = None, joints: list | None = None):
+              attention_mask: torch.Tensor | None, glue: Glue | None = None, joints: list | None = None):
     """transformers' LlamaForCausalLM forward for one token per row (the rows' pasts in `cache`), written out.
-    `glue`: the native (norm, rotary, attention or None) functions, else torch's ops; `joints`: each layer's
-    _LayerJoints."""
+    `glue`: the native functions, else torch's ops; `joints`: each layer's _LayerJoints."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
@@ -127,7 +142,7 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
         if glue:
             dim = attention.head_dim
             q, k = q.contiguous(), k.contiguous()  # (they are: the kernels' and BLAS's own outputs)
-            glue[1](q.data_ptr(), q.shape[-1] // dim, k.data_ptr(), k.shape[-1] // dim, rows, dim, cos.data_ptr(),
+            glue.rotary(q.data_ptr(), q.shape[-1] // dim, k.data_ptr(), k.shape[-1] // dim, rows, dim, cos.data_ptr(),
                     sin.data_ptr())  # in place, rounded as apply_rotary_pos_emb rounds
         flat_q = q
         q, k, v = (t.view(rows, 1, -1, attention.head_dim).transpose(1, 2) for t in (q, k, v))
@@ -146,8 +161,14 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
         attended = attention.o_proj(out.reshape(rows, 1, -1))
         hidden, x = _add_and_norm(glue, layer.post_attention_layernorm, hidden, attended)
         if joint and joint.gate_up:
-            gate, up = joint.gate_up(x).split(joint.ff_size, dim=-1)
-            pending = mlp.down_proj(mlp.act_fn(gate) * up)
+            gate_up = joint.gate_up(x)
+            if glue and glue.silu_mul and gate_up.is_contiguous():  # [rows, 1, gate and up side by side]
+                gated = torch.empty(rows, 1, joint.ff_size)
+                glue.silu_mul(gate_up.data_ptr(), rows, joint.ff_size, gated.data_ptr())
+            else:
+                gate, up = gate_up.split(joint.ff_size, dim=-1)
+                gated = mlp.act_fn(gate) * up
+            pending = mlp.down_proj(gated)
         else:
             pending = mlp.down_proj(mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x))
     hidden, x = _add_and_norm(glue, base.norm, hidden, pending)
@@ -159,7 +180,7 @@ def _native_attention(glue, attention, q: torch.Tensor, keys: torch.Tensor, valu
                       keep: torch.Tensor | None) -> torch.Tensor | None:
     """The step's attention by `decode_attention.c` (q [rows, heads * dim], the cache's keys/values
     [rows, kv_heads, columns, dim], `keep` [rows, columns] bool or None); None where it does not serve."""
-    function = glue[2] if glue else None
+    function = glue.attention if glue else None
     rows, kv_heads, columns, dim = keys.shape
     if (function is None or values.shape != keys.shape or values.stride() != keys.stride()
             or keys.stride()[2:] != (dim, 1) or keys.dtype != torch.float32 or values.dtype != torch.float32
@@ -179,6 +200,6 @@ def _add_and_norm(glue, norm: torch.nn.Module, hidden: torch.Tensor, delta: torc
         hidden = hidden if delta is None else hidden + delta
         return hidden, norm(hidden)
     out = torch.empty_like(hidden)
-    glue[0](hidden.data_ptr(), None if delta is None else delta.contiguous().data_ptr(), hidden.numel() // hidden.shape[-1],
+    glue.norm(hidden.data_ptr(), None if delta is None else delta.contiguous().data_ptr(), hidden.numel() // hidden.shape[-1],
             hidden.shape[-1], norm.weight.data_ptr(), norm.variance_epsilon, out.data_ptr())
     return hidden, out
