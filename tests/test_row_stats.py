@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import platform
 
 import numpy as np
 import pytest
@@ -41,14 +42,20 @@ def rows_with(vocab: int, seed: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-@pytest.mark.parametrize("path", ["native", "torch"])
+# x86-64 and x86-64-v3: the kernel's 4- and 8-float vectors (SSE2, AVX2), whatever this machine builds natively
+@pytest.mark.parametrize("path", ["native", "torch", "x86-64", "x86-64-v3"])
 @pytest.mark.parametrize("vocab", [1, 5, 16, 17, 33, 1000, 50257])
 def test_statistics_match_numpy_in_float64(vocab, path, monkeypatch):
     """`target_stats` from the kernel, and from torch where the kernel does not serve (GPU logits, no compiler)."""
-    if path == "native":
-        kernel_or_skip()
-    else:
+    if path == "torch":
         monkeypatch.setattr(native, "kernel", lambda: None)
+    else:
+        kernel_or_skip()
+    if path.startswith("x86-64"):
+        if platform.machine() not in ("x86_64", "AMD64"):
+            pytest.skip("x86-64 instruction sets")
+        flags = tuple(f"-march={path}" if flag == "-march=native" else flag for flag in native.FLAGS)
+        monkeypatch.setattr(native, "kernel", native.kernel.fresh(flags))
     logits = rows_with(vocab, seed=vocab)
     targets = [0, vocab - 1, vocab // 2, min(1, vocab - 1)]
     k = min(20, vocab)

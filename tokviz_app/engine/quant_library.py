@@ -146,6 +146,8 @@ class LazyFunction:
                 self._function = function
             return self._function
 
-    def fresh(self) -> "LazyFunction":
-        """The same function not yet loaded (tests: what a first use does on this machine)."""
-        return LazyFunction(*self._args)
+    def fresh(self, flags: tuple[str, ...] | None = None) -> "LazyFunction":
+        """The same function not yet loaded (tests: what a first use does on this machine), built with `flags`
+        where given (tests: the code for other instruction sets)."""
+        source, own_flags, *rest = self._args
+        return LazyFunction(source, own_flags if flags is None else flags, *rest)
