@@ -91,7 +91,7 @@ def attend(function, q, keys, values, keep, scale):
     out = torch.empty_like(q)
     status = function(q.data_ptr(), rows, q.shape[-1] // dim, kv_heads, dim, keys.data_ptr(), values.data_ptr(),
                       keys.stride(0), keys.stride(1), columns, None if keep is None else keep.data_ptr(), scale,
-                      out.data_ptr())
+                      out.data_ptr(), None, 0, None, 0)
     return status, out
 
 
@@ -126,6 +126,31 @@ def test_decode_attention_against_sdpa_and_float64(rows, q_heads, kv_heads, dim,
     assert (out.double() - exact).abs().max() < 1e-5
     assert (want.double() - exact).abs().max() < 1e-5
     assert (out - want).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_decode_attention_writes_the_steps_keys_and_values_into_the_cache_first(rows):
+    """The step's own keys and values (read with row strides, as views of the joined q/k/v output are) land in
+    the cache's column `length - 1`, every other column untouched, and are attended to."""
+    function = attention_or_skip()
+    kv_heads, dim, held, room = 3, 64, 20, 8
+    torch.manual_seed(rows)
+    key_buffer, value_buffer = torch.randn(rows, kv_heads, held + room, dim), torch.randn(rows, kv_heads, held + room, dim)
+    before = key_buffer.clone(), value_buffer.clone()
+    qkv = torch.randn(rows, 1, (9 + 2 * kv_heads) * dim)
+    q, k, v = qkv.split([9 * dim, kv_heads * dim, kv_heads * dim], dim=-1)
+    q = q.contiguous()
+    out = torch.empty_like(q)
+    assert function(q.data_ptr(), rows, 9, kv_heads, dim, key_buffer.data_ptr(), value_buffer.data_ptr(),
+                    key_buffer.stride(0), key_buffer.stride(1), held + 1, None, dim**-0.5, out.data_ptr(),
+                    k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0)) == 0
+    assert torch.equal(key_buffer[:, :, held], k.view(rows, kv_heads, dim))
+    assert torch.equal(value_buffer[:, :, held], v.view(rows, kv_heads, dim))
+    for buffer, old in zip((key_buffer, value_buffer), before):
+        assert torch.equal(buffer[:, :, :held], old[:, :, :held]) and torch.equal(buffer[:, :, held + 1:], old[:, :, held + 1:])
+    keys, values = key_buffer[:, :, : held + 1], value_buffer[:, :, : held + 1]
+    want = F.scaled_dot_product_attention(q.view(rows, kv_heads, 3, dim), keys, values, scale=dim**-0.5)
+    assert (out - want.reshape(rows, 1, -1)).abs().max() < 1e-5
 
 
 def test_shapes_the_attention_cannot_take_are_refused():

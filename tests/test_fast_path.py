@@ -231,8 +231,12 @@ def test_one_token_steps_written_out_equal_transformers_forward(monkeypatch):
         batch.install(slots, kvs)
         return batch
 
-    assert llama_decode.add_rms_norm() and llama_decode.rotary() and llama_decode.attention()  # built wherever
-    compare_steps(hf, batch_of, prompts, exact=False)  # the kernels are
+    assert llama_decode.add_rms_norm() and llama_decode.rotary() and llama_decode.attention()  # (where kernels are)
+    growing = type(new_cache(hf.config).layers[0])
+    real_spare, spares = growing.spare_column, []
+    monkeypatch.setattr(growing, "spare_column", lambda layer: spares.append(real_spare(layer)) or spares[-1])
+    compare_steps(hf, batch_of, prompts, exact=False)
+    assert len(spares) == 6 * 30 and all(spares)  # every layer's new keys written in place by the attention
     glue, joints = served[0][5:]
     assert glue and glue.attention and glue.silu_mul  # the attention and the gate too
     assert all(joint.qkv and joint.gate_up for joint in joints)  # every layer's products joined
@@ -240,11 +244,13 @@ def test_one_token_steps_written_out_equal_transformers_forward(monkeypatch):
     # the separate layers read views of the joined blocks: one copy of the weights is kept
     assert attention.q_proj.blocks.quants.data_ptr() == joints[0].qkv.blocks.quants.data_ptr()
     assert attention.v_proj.blocks.mins.untyped_storage().data_ptr() == joints[0].qkv.blocks.mins.data_ptr()
+    monkeypatch.setattr(growing, "spare_column", lambda layer: None)  # without a spare column the cache grows
+    compare_steps(hf, batch_of, prompts, exact=False)  # in its own update first
     ways["glue_and_joints"] = (None, joints)  # the joined products give each column as before: bit for bit
     compare_steps(hf, batch_of, prompts, exact=True)
     ways["glue_and_joints"] = (None, None)
     compare_steps(hf, batch_of, prompts, exact=True)
-    assert len(served) == 18  # every step above went through it; prompts went to transformers
+    assert len(served) == 24  # every step above went through it; prompts went to transformers
 
 
 def compare_steps(hf, batch_of, prompts, exact: bool) -> None:

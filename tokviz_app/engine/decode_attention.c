@@ -107,14 +107,25 @@ static inline __attribute__((always_inline)) int one_head(const float *qh, const
 }
 
 /* q: [rows, q_heads * dim]; keys/values: row r, head h, position l at r * row_stride + h * head_stride + l * dim;
- * mask: [rows, length] bytes (0: masked) or NULL; out: [rows, q_heads * dim]. Returns 1 for shapes it does not
- * take (the caller uses SDPA), 2 where a row masks every position. */
+ * mask: [rows, length] bytes (0: masked) or NULL; out: [rows, q_heads * dim]. Where new_k is given, the step's
+ * own keys and values (row r at new_k + r * new_k_stride, new_v + r * new_v_stride, kv_heads * dim each) are
+ * first written into position length - 1 of the cache (the transformers cache's update, without its ~40 us of
+ * torch ops a layer). Returns 1 for shapes it does not take (the caller uses SDPA; nothing is written), 2 where
+ * a row masks every position. */
 int tokviz_decode_attention(const float *q, int64_t rows, int64_t q_heads, int64_t kv_heads, int64_t dim,
-                            const float *keys, const float *values, int64_t row_stride, int64_t head_stride,
-                            int64_t length, const uint8_t *mask, float scale, float *out) {
+                            float *keys, float *values, int64_t row_stride, int64_t head_stride, int64_t length,
+                            const uint8_t *mask, float scale, float *out, const float *new_k, int64_t new_k_stride,
+                            const float *new_v, int64_t new_v_stride) {
     if (rows < 1 || kv_heads < 1 || q_heads % kv_heads || q_heads / kv_heads > MAX_GROUP || dim % W || dim < W ||
-        length < 1)
+        length < 1 || (new_k && !new_v))
         return 1;
+    if (new_k)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t h = 0; h < kv_heads; h++) {
+                const int64_t at = r * row_stride + h * head_stride + (length - 1) * dim;
+                memcpy(keys + at, new_k + r * new_k_stride + h * dim, (size_t)dim * sizeof(float));
+                memcpy(values + at, new_v + r * new_v_stride + h * dim, (size_t)dim * sizeof(float));
+            }
     const int64_t group = q_heads / kv_heads, padded = (length + W - 1) / W * W;
     float *scores = malloc((size_t)(group * padded) * sizeof(float));
     if (!scores) return 1;

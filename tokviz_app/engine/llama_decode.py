@@ -32,7 +32,8 @@ rotary = LazyFunction(GLUE_SOURCE, GLUE_FLAGS, "tokviz_rotary", [_p, _n, _p, _n,
                       "one-token steps rotate with torch")
 silu_mul = LazyFunction(GLUE_SOURCE, GLUE_FLAGS, "tokviz_silu_mul", [_p, _n, _n, _p], "one-token steps gate with torch")
 attention = LazyFunction(Path(__file__).with_name("decode_attention.c"), ("-O3", "-march=native", "-shared", "-fPIC"),
-                         "tokviz_decode_attention", [_p, _n, _n, _n, _n, _p, _p, _n, _n, _n, _p, ctypes.c_float, _p],
+                         "tokviz_decode_attention",
+                         [_p, _n, _n, _n, _n, _p, _p, _n, _n, _n, _p, ctypes.c_float, _p, _p, _n, _p, _n],
                          "one-token steps attend with torch's SDPA")
 
 
@@ -144,12 +145,14 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
             q, k = q.contiguous(), k.contiguous()  # (they are: the kernels' and BLAS's own outputs)
             glue.rotary(q.data_ptr(), q.shape[-1] // dim, k.data_ptr(), k.shape[-1] // dim, rows, dim, cos.data_ptr(),
                     sin.data_ptr())  # in place, rounded as apply_rotary_pos_emb rounds
-        flat_q = q
-        q, k, v = (t.view(rows, 1, -1, attention.head_dim).transpose(1, 2) for t in (q, k, v))
-        if not glue:
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        k, v = kv.update(k, v)
-        out = _native_attention(glue, attention, flat_q, k, v, keep)
+        out = _append_and_attend(glue, attention, kv, q, k, v, keep)
+        if out is None:  # the cache must grow, or no native attention: the cache's own update
+            flat_q = q
+            q, k, v = (t.view(rows, 1, -1, attention.head_dim).transpose(1, 2) for t in (q, k, v))
+            if not glue:
+                q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            k, v = kv.update(k, v)
+            out = _native_attention(glue, attention, flat_q, k, v, keep)
         if out is None:
             # SDPA called as transformers calls it, so the numbers are the same bit for bit: grouped-query
             # attention without a mask, and with one the query heads sharing a key/value head as its queries
@@ -176,6 +179,33 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
     return CausalLMOutputWithPast(logits=logits, cache=cache)
 
 
+def _append_and_attend(glue, attention, kv, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       keep: torch.Tensor | None) -> torch.Tensor | None:
+    """The step's keys and values written into the cache's spare column and its attention, in one native call
+    (q, k, v [rows, 1, heads * dim], rotated); None (nothing written) where the cache has no spare column in
+    place (it grows in `update`) or the native attention does not serve."""
+    spare = kv.spare_column() if glue and glue.attention and hasattr(kv, "spare_column") else None
+    if spare is None:
+        return None
+    keys, values, length = spare
+    rows, kv_heads, _, dim = keys.shape
+    if (keys.dtype != torch.float32 or values.dtype != torch.float32 or keys.stride()[2:] != (dim, 1)
+            or values.stride() != keys.stride() or not q.is_contiguous() or q.shape[0] != rows
+            or k.shape[-1] != kv_heads * dim or v.shape[-1] != kv_heads * dim or k.stride(-1) != 1
+            or v.stride(-1) != 1 or (keep is not None and keep.shape != (rows, length + 1))):
+        return None
+    out = torch.empty_like(q)
+    status = glue.attention(q.data_ptr(), rows, q.shape[-1] // dim, kv_heads, dim, keys.data_ptr(), values.data_ptr(),
+                            keys.stride(0), keys.stride(1), length + 1, None if keep is None else keep.data_ptr(),
+                            attention.scaling, out.data_ptr(), k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0))
+    if status == 1:  # refused before writing anything
+        return None
+    kv.took_one(length)
+    if status:
+        raise RuntimeError("a row of the batch attends to no position")  # its own token is never masked
+    return out
+
+
 def _native_attention(glue, attention, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                       keep: torch.Tensor | None) -> torch.Tensor | None:
     """The step's attention by `decode_attention.c` (q [rows, heads * dim], the cache's keys/values
@@ -189,7 +219,7 @@ def _native_attention(glue, attention, q: torch.Tensor, keys: torch.Tensor, valu
     out = torch.empty_like(q)
     status = function(q.data_ptr(), rows, q.shape[-1] // dim, kv_heads, dim, keys.data_ptr(), values.data_ptr(),
                       keys.stride(0), keys.stride(1), columns, None if keep is None else keep.data_ptr(),
-                      attention.scaling, out.data_ptr())
+                      attention.scaling, out.data_ptr(), None, 0, None, 0)
     return out if status == 0 else None
 
 

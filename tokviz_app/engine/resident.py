@@ -94,6 +94,21 @@ def _growing_layer_class():
                 self.keys, self.values = buffers[0][..., :end, :], buffers[1][..., :end, :]
                 return self.keys, self.values
 
+            def spare_column(self) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+                """(key buffer, value buffer, tokens held) where the next token fits in place, else None. The
+                caller writes that token's keys and values into column `tokens held`, then calls `took_one`."""
+                buffers = self._buffers
+                if buffers is None or not self.is_initialized or self.keys.dim() != 4:
+                    return None
+                length = self.keys.shape[-2]
+                if length >= buffers[0].shape[-2] or self.keys.data_ptr() != buffers[0].data_ptr():
+                    return None
+                return buffers[0], buffers[1], length
+
+            def took_one(self, length: int) -> None:
+                self.keys, self.values = self._buffers[0].narrow(2, 0, length + 1), self._buffers[1].narrow(
+                    2, 0, length + 1)
+
             def reset(self) -> None:
                 self._buffers = None
                 super().reset()
