@@ -137,7 +137,7 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
         attention, mlp = layer.self_attn, layer.mlp
         hidden, x = _add_and_norm(glue, layer.input_layernorm, hidden, pending)
         if joint and joint.qkv:
-            q, k, v = joint.qkv(x).split(joint.qkv_sizes, dim=-1)
+            q, k, v = joint.qkv.forward(x).split(joint.qkv_sizes, dim=-1)  # (our own layer: no hooks to call)
         else:
             q, k, v = attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)
         if glue:
@@ -164,7 +164,7 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
         attended = attention.o_proj(out.reshape(rows, 1, -1))
         hidden, x = _add_and_norm(glue, layer.post_attention_layernorm, hidden, attended)
         if joint and joint.gate_up:
-            gate_up = joint.gate_up(x)
+            gate_up = joint.gate_up.forward(x)
             if glue and glue.silu_mul and gate_up.is_contiguous():  # [rows, 1, gate and up side by side]
                 gated = torch.empty(rows, 1, joint.ff_size)
                 glue.silu_mul(gate_up.data_ptr(), rows, joint.ff_size, gated.data_ptr())
