@@ -135,7 +135,8 @@ def test_decode_attention_writes_the_steps_keys_and_values_into_the_cache_first(
     function = attention_or_skip()
     kv_heads, dim, held, room = 3, 64, 20, 8
     torch.manual_seed(rows)
-    key_buffer, value_buffer = torch.randn(rows, kv_heads, held + room, dim), torch.randn(rows, kv_heads, held + room, dim)
+    key_buffer = torch.randn(rows, kv_heads, held + room, dim)
+    value_buffer = torch.randn(rows, kv_heads, held + room, dim)
     before = key_buffer.clone(), value_buffer.clone()
     qkv = torch.randn(rows, 1, (9 + 2 * kv_heads) * dim)
     q, k, v = qkv.split([9 * dim, kv_heads * dim, kv_heads * dim], dim=-1)
@@ -147,7 +148,8 @@ def test_decode_attention_writes_the_steps_keys_and_values_into_the_cache_first(
     assert torch.equal(key_buffer[:, :, held], k.view(rows, kv_heads, dim))
     assert torch.equal(value_buffer[:, :, held], v.view(rows, kv_heads, dim))
     for buffer, old in zip((key_buffer, value_buffer), before):
-        assert torch.equal(buffer[:, :, :held], old[:, :, :held]) and torch.equal(buffer[:, :, held + 1:], old[:, :, held + 1:])
+        assert torch.equal(buffer[:, :, :held], old[:, :, :held])
+        assert torch.equal(buffer[:, :, held + 1 :], old[:, :, held + 1 :])
     keys, values = key_buffer[:, :, : held + 1], value_buffer[:, :, : held + 1]
     want = F.scaled_dot_product_attention(q.view(rows, kv_heads, 3, dim), keys, values, scale=dim**-0.5)
     assert (out - want.reshape(rows, 1, -1)).abs().max() < 1e-5

@@ -269,8 +269,8 @@ def compare_steps(hf, batch_of, prompts, exact: bool) -> None:
                 if exact:  # the same ops, bit for bit
                     assert torch.equal(got, want), (len(rows), (got - want).abs().max())
                 else:  # the glue's norm sums in float64 where torch sums in fp32, its attention in other orders
-                    # than SDPA: last-bit differences, carried
-                    # through 30 layers (measured on a 2-core AVX2 EPYC: logits within 2.5e-5, probabilities within 1e-6)
+                    # than SDPA: last-bit differences, carried through 30 layers (measured on a 2-core AVX2 EPYC:
+                    # logits within 2.5e-5, probabilities within 1e-6)
                     assert (got - want).abs().max() < 5e-4, (len(rows), (got - want).abs().max())
                     assert (got.softmax(-1) - want.softmax(-1)).abs().max() < 1e-5
                 for batch in (ours, theirs):

@@ -30,12 +30,12 @@ add_rms_norm = LazyFunction(GLUE_SOURCE, GLUE_FLAGS, "tokviz_add_rms_norm", [_p,
                             "one-token steps norm with torch")
 rotary = LazyFunction(GLUE_SOURCE, GLUE_FLAGS, "tokviz_rotary", [_p, _n, _p, _n, _n, _n, _p, _p],
                       "one-token steps rotate with torch")
-silu_mul = LazyFunction(GLUE_SOURCE, GLUE_FLAGS, "tokviz_silu_mul", [_p, _n, _n, _p], "one-token steps gate with torch")
-attention = LazyFunction(Path(__file__).with_name("decode_attention.c"), ("-O3", "-march=native", "-shared", "-fPIC"),
-                         "tokviz_decode_attention",
+silu_mul = LazyFunction(GLUE_SOURCE, GLUE_FLAGS, "tokviz_silu_mul", [_p, _n, _n, _p],
+                        "one-token steps gate with torch")
+ATTENTION_SOURCE = Path(__file__).with_name("decode_attention.c")
+attention = LazyFunction(ATTENTION_SOURCE, ("-O3", "-march=native", "-shared", "-fPIC"), "tokviz_decode_attention",
                          [_p, _n, _n, _n, _n, _p, _p, _n, _n, _n, _p, ctypes.c_float, _p, _p, _n, _p, _n],
                          "one-token steps attend with torch's SDPA")
-
 
 
 class Glue(NamedTuple):
@@ -142,9 +142,9 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
             q, k, v = attention.q_proj(x), attention.k_proj(x), attention.v_proj(x)
         if glue:
             dim = attention.head_dim
-            q, k = q.contiguous(), k.contiguous()  # (they are: the kernels' and BLAS's own outputs)
-            glue.rotary(q.data_ptr(), q.shape[-1] // dim, k.data_ptr(), k.shape[-1] // dim, rows, dim, cos.data_ptr(),
-                    sin.data_ptr())  # in place, rounded as apply_rotary_pos_emb rounds
+            q, k = q.contiguous(), k.contiguous()  # (views of the joined product are not, from 2 rows up)
+            glue.rotary(q.data_ptr(), q.shape[-1] // dim, k.data_ptr(), k.shape[-1] // dim, rows, dim,
+                        cos.data_ptr(), sin.data_ptr())  # in place, rounded as apply_rotary_pos_emb rounds
         out = _append_and_attend(glue, attention, kv, q, k, v, keep)
         if out is None:  # the cache must grow, or no native attention: the cache's own update
             flat_q = q
@@ -195,9 +195,10 @@ def _append_and_attend(glue, attention, kv, q: torch.Tensor, k: torch.Tensor, v:
             or v.stride(-1) != 1 or (keep is not None and keep.shape != (rows, length + 1))):
         return None
     out = torch.empty_like(q)
-    status = glue.attention(q.data_ptr(), rows, q.shape[-1] // dim, kv_heads, dim, keys.data_ptr(), values.data_ptr(),
-                            keys.stride(0), keys.stride(1), length + 1, None if keep is None else keep.data_ptr(),
-                            attention.scaling, out.data_ptr(), k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0))
+    status = glue.attention(q.data_ptr(), rows, q.shape[-1] // dim, kv_heads, dim, keys.data_ptr(),
+                            values.data_ptr(), keys.stride(0), keys.stride(1), length + 1,
+                            None if keep is None else keep.data_ptr(), attention.scaling, out.data_ptr(),
+                            k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0))
     if status == 1:  # refused before writing anything
         return None
     kv.took_one(length)
@@ -230,6 +231,7 @@ def _add_and_norm(glue, norm: torch.nn.Module, hidden: torch.Tensor, delta: torc
         hidden = hidden if delta is None else hidden + delta
         return hidden, norm(hidden)
     out = torch.empty_like(hidden)
-    glue.norm(hidden.data_ptr(), None if delta is None else delta.contiguous().data_ptr(), hidden.numel() // hidden.shape[-1],
-            hidden.shape[-1], norm.weight.data_ptr(), norm.variance_epsilon, out.data_ptr())
+    glue.norm(hidden.data_ptr(), None if delta is None else delta.contiguous().data_ptr(),
+              hidden.numel() // hidden.shape[-1], hidden.shape[-1], norm.weight.data_ptr(), norm.variance_epsilon,
+              out.data_ptr())
     return hidden, out
