@@ -2,15 +2,15 @@
  * and values, grouped-query (query head h reads key/value head h / (q_heads / kv_heads)), the padding and holes
  * of a resident batch masked out.
  *
- * torch's SDPA takes ~290 us a layer for 8 rows of 110 positions on one thread (its CPU flash kernel blocks for
- * long queries; a decoding step has one), where reading the keys and values takes ~35 us. Here a key is read
- * once for every query head of its group. Numbers: fp32 dot products in vector lanes, the softmax's exp as in
+ * torch's SDPA takes 215 us a layer for 8 rows of 110 positions on one thread (290 inside a step; its CPU flash
+ * kernel blocks for long queries, a decoding step has one), where reading the keys and values takes ~35 us.
+ * Here a key is read once for every query head of its group: 109 us. Numbers: fp32 dot products in vector lanes, the softmax's exp as in
  * row_stats.c (~1 ulp) with its sum in fp32 lanes, so within fp32 rounding of SDPA, not bit for bit. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define W 8 /* floats per vector: one AVX register, half an AVX-512 one */
+#define W 8 /* floats per vector: one AVX register, half an AVX-512 one (two SSE registers without AVX) */
 typedef float vf __attribute__((vector_size(W * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(W * sizeof(int32_t))));
 #define MAX_GROUP 16
