@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import platform
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,21 @@ def test_native_and_torch_token_steps_agree(monkeypatch):
             assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-5, abs=1e-6), field
         assert [x.prob for x in a.alternatives] == pytest.approx([x.prob for x in b.alternatives], abs=1e-6)
         assert all(x.dropped_by is None and x.sampled_prob == x.prob for x in a.alternatives)
+
+
+def test_a_changed_header_builds_a_new_library(tmp_path, monkeypatch):
+    """The kernels' cache key covers the local headers a source includes (vector_exp.h), not the source alone."""
+    from tokviz_app.engine import bundled, quant_library
+
+    monkeypatch.setattr(bundled, "cache_root", lambda: tmp_path)
+    source, header = tmp_path / "k.c", tmp_path / "k.h"
+    source.write_text('#include "k.h"\nint f(void) { return K; }\n')
+    header.write_text("#define K 1\n")
+    try:
+        compiler = quant_library._compiler()
+    except quant_library.QuantUnavailable as error:
+        pytest.skip(str(error))
+    before = quant_library.library_path(compiler, source, ("-O1",))
+    header.write_text("#define K 2\n")
+    assert quant_library.library_path(compiler, source, ("-O1",)) != before
+    assert (Path(native.SOURCE).with_name("vector_exp.h")).is_file()  # shipped beside the sources that include it

@@ -4,8 +4,9 @@
  *
  * torch's SDPA takes 215 us a layer for 8 rows of 110 positions on one thread (290 inside a step; its CPU flash
  * kernel blocks for long queries, a decoding step has one), where reading the keys and values takes ~35 us.
- * Here a key is read once for every query head of its group: 109 us. Numbers: fp32 dot products in vector lanes, the softmax's exp as in
- * row_stats.c (~1 ulp) with its sum in fp32 lanes, so within fp32 rounding of SDPA, not bit for bit. */
+ * Here a key is read once for every query head of its group: 109 us. Numbers: fp32 dot products in vector
+ * lanes, the softmax's exp from vector_exp.h (~1 ulp) with its sum in fp32 lanes, so within fp32 rounding of
+ * SDPA, not bit for bit. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,21 +41,7 @@ static inline vf sums(const vf a[W]) {
            __builtin_shufflevector(c[0], c[1], 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
-/* exp(d) for d <= 0 (Cephes' expf polynomial, as row_stats.c); below -87 it gives exp(-87) ~ 1.6e-38 */
-static inline vf exp_nonpositive(vf d) {
-    const vi low = d < splat(-87.0f);
-    d = (vf)(((vi)splat(-87.0f) & low) | ((vi)d & ~low));
-    const vf n = __builtin_convertvector(__builtin_convertvector(d * 1.44269504088896341f - 0.5f, vi), vf);
-    const vf r = d - n * 0.693359375f - n * -2.12194440e-4f;
-    vf p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    return p * (vf)((__builtin_convertvector(n, vi) + 127) << 23);
-}
+#include "vector_exp.h"
 
 /* One row's key/value head and its group of query heads; D the head size (a constant where it is one of the
  * usual sizes, so that a query's and an output's vectors stay in registers). `scores`: group * padded floats. */

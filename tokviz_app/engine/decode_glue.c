@@ -51,24 +51,11 @@ int tokviz_rotary(float *q, int64_t q_heads, float *k, int64_t k_heads, int64_t 
     return 0;
 }
 
-/* exp(d) for d <= 0 in 8 lanes (Cephes' expf polynomial, ~1 ulp, as row_stats.c); exp(-87) below -87 */
+/* 8-float vectors for silu_mul's exp */
 typedef float vf __attribute__((vector_size(8 * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(8 * sizeof(int32_t))));
 static inline vf splat(float value) { return (vf){0} + value; }
-static inline vf exp_nonpositive(vf d) {
-    const vi low = d < splat(-87.0f);
-    d = (vf)(((vi)splat(-87.0f) & low) | ((vi)d & ~low));
-    const vf n = __builtin_convertvector(__builtin_convertvector(d * 1.44269504088896341f - 0.5f, vi), vf);
-    const vf r = d - n * 0.693359375f - n * -2.12194440e-4f;
-    vf p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    return p * (vf)((__builtin_convertvector(n, vi) + 127) << 23);
-}
+#include "vector_exp.h"
 
 /* Per row: out = silu(gate) * up, the row holding [gate (n), up (n)] side by side (the joined gate/up product);
  * silu(g) = g / (1 + exp(-g)), with e = exp(-|g|) <= 1: g / (1 + e) for g >= 0, g * e / (1 + e) below (no

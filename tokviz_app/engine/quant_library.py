@@ -12,6 +12,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -57,6 +58,14 @@ def _cpu_line() -> str:
     return "\n".join(wanted[:2])
 
 
+def _source_text(source: Path) -> str:
+    """The source and the local headers it includes (`#include "name.h"`, beside it): a changed header is a
+    different library."""
+    text = source.read_text()
+    headers = re.findall(r'^#include "([^"]+)"', text, flags=re.MULTILINE)
+    return "\n".join([text, *(source.with_name(header).read_text() for header in headers)])
+
+
 def library_path(compiler: str, source: Path = SOURCE, flags: tuple[str, ...] = FLAGS) -> Path:
     from .bundled import cache_root
 
@@ -64,7 +73,7 @@ def library_path(compiler: str, source: Path = SOURCE, flags: tuple[str, ...] = 
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError) as error:
         raise QuantUnavailable(f"the C compiler does not run: {error}") from error
-    key = hashlib.sha256("\n".join([source.read_text(), version, " ".join(flags), _cpu_line()]).encode())
+    key = hashlib.sha256("\n".join([_source_text(source), version, " ".join(flags), _cpu_line()]).encode())
     return cache_root() / "kernels" / f"{source.stem}-{key.hexdigest()[:16]}.so"
 
 
