@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from tests.reference import assert_step_matches, full_logits
-from tokviz_app.engine import ModelManager, SamplingParams, fast_path, llama_decode, quant_linear
+from tokviz_app.engine import ModelManager, SamplingParams, bundled, fast_path, kernel_choices, llama_decode, \
+    quant_linear
 from tokviz_app.engine.quant_library import FLAGS, QuantUnavailable, load_library
 from tokviz_app.engine.quant_linear import QuantLinear
 from tokviz_app.engine.quant_weights import QuantBlocks, matched
@@ -281,7 +282,9 @@ def compare_steps(hf, batch_of, prompts, exact: bool) -> None:
 
 
 @pytestmark_real
-def test_auto_times_the_kernels_in_quiet_and_says_what_it_chose(monkeypatch):
+def test_auto_times_the_kernels_in_quiet_says_what_it_chose_and_remembers_it(monkeypatch, tmp_path):
+    choices = tmp_path / "cpu-kernels.json"  # no verdict remembered yet: auto times the kernels
+    monkeypatch.setattr(kernel_choices, "choice_file", lambda: choices)
     model = load_bundled(monkeypatch, TOKVIZ_COMPILE="auto")
     with model.lane.forwards:  # a tab's forward pass running: the timing waits for it (a step beside it made the
         assert not model.fast_path.wait(6)  # kernels look 7x slower and auto turned them off)
@@ -293,6 +296,30 @@ def test_auto_times_the_kernels_in_quiet_and_says_what_it_chose(monkeypatch):
         assert len(rows) == 1 and rows <= {1, 4, 8, 16} and f"up to {rows.pop()} rows" in line
     else:
         assert "slower than the fp32 layers" in line and not quant_layers(model)
+    # remembered for the next load, unless other processes used the cores meanwhile (this suite's Chromium, a
+    # busy CI host): then the line says so and the next load times again
+    remembered = [value for key, value in kernel_choices.load_choices().items() if "|fast path|" in key]
+    if "not remembered" in line:
+        assert remembered == []
+    else:
+        assert remembered == [{"max_rows": model.fast_path.max_rows, "timings": remembered[0]["timings"]}]
+        assert remembered[0]["timings"] in line
+
+
+@pytestmark_real
+def test_a_remembered_verdict_skips_the_timing(monkeypatch, tmp_path):
+    choices = tmp_path / "cpu-kernels.json"
+    monkeypatch.setattr(kernel_choices, "choice_file", lambda: choices)
+    library = load_library()
+    gguf = bundled.gguf_path()
+    key = f"{kernel_choices.machine_key()}|fast path|{gguf.name} {gguf.stat().st_size} bytes|{library.path.name}"
+    kernel_choices.save_choices({key: {"max_rows": 4, "timings": "ms as timed by an earlier load"}})
+    model = load_bundled(monkeypatch, TOKVIZ_COMPILE="auto")
+    with model.lane.forwards:  # no timing: nothing waits for the tab's forward pass to end
+        assert model.fast_path.wait(120) and model.fast_path.active, model.fast_path.line
+    assert "ms as timed by an earlier load (remembered for this machine)" in model.fast_path.line
+    assert {layer.max_rows for layer in quant_layers(model)} == {4}
+    check_against_reference(model, SamplingParams(greedy=True), steps=3)
 
 
 @pytestmark_real

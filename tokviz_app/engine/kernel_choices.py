@@ -7,11 +7,13 @@ import json
 import logging
 import os
 import platform
+import threading
 from pathlib import Path
 
 import torch
 
 log = logging.getLogger("tokviz.kernels")
+CHOICES_LOCK = threading.Lock()  # one load's read, change and write of the file at a time
 
 
 def others_busy_core_seconds() -> float:

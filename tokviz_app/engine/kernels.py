@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .kernel_choices import load_choices, machine_key, others_busy_core_seconds, save_choices
+from .kernel_choices import CHOICES_LOCK, load_choices, machine_key, others_busy_core_seconds, save_choices
 from .linear_layouts import LAYOUTS, LinearLayer, build, candidates, linear_layers, shape_key, shared_parameters
 
 CHOICES = ("auto", "plain", *LAYOUTS)  # TOKVIZ_CPU_KERNELS; "plain" = as loaded, no timing
@@ -30,7 +29,6 @@ PREFILL_SLACK = 1.1  # a layout may not make prefill slower than the loaded layo
 BUSY_CORES = 0.3  # other processes using more than this many cores during the timing: not remembered
 
 log = logging.getLogger("tokviz.kernels")
-_cache_lock = threading.Lock()
 
 
 # ------------------------------------------------------------------ timing
@@ -109,7 +107,7 @@ def choose_kernels(model: torch.nn.Module, mode: str = "auto") -> KernelReport:
     if mode == "plain" or not layers:
         return KernelReport("plain", {}, 0.0, {})
     machine = machine_key()
-    with _cache_lock:
+    with CHOICES_LOCK:
         remembered = load_choices() if mode == "auto" else {}
     chosen: dict[str, str] = {}
     timings: dict[str, dict[str, dict[int, float]]] = {}
@@ -138,7 +136,7 @@ def choose_kernels(model: torch.nn.Module, mode: str = "auto") -> KernelReport:
     if others < BUSY_CORES:
         remembered.update(new_keys)
     if timings:
-        with _cache_lock:
+        with CHOICES_LOCK:
             save_choices({**load_choices(), **remembered})
     changed = _apply(model, placed, chosen)
     report = KernelReport(mode, chosen, time.perf_counter() - started if timings else 0.0, timings)
