@@ -152,7 +152,7 @@ def lean_step(hf_model, input_ids: torch.Tensor, cache, position_ids: torch.Tens
             if not glue:
                 q, k = apply_rotary_pos_emb(q, k, cos, sin)
             k, v = kv.update(k, v)
-            out = _native_attention(glue, attention, flat_q, k, v, keep)
+            out, _ = _native_attention(glue, attention, flat_q, k, v, k.shape[2], keep)
         if out is None:
             # SDPA called as transformers calls it, so the numbers are the same bit for bit: grouped-query
             # attention without a mask, and with one the query heads sharing a key/value head as its queries
@@ -188,17 +188,10 @@ def _append_and_attend(glue, attention, kv, q: torch.Tensor, k: torch.Tensor, v:
     if spare is None:
         return None
     keys, values, length = spare
-    rows, kv_heads, _, dim = keys.shape
-    if (keys.dtype != torch.float32 or values.dtype != torch.float32 or keys.stride()[2:] != (dim, 1)
-            or values.stride() != keys.stride() or not q.is_contiguous() or q.shape[0] != rows
-            or k.shape[-1] != kv_heads * dim or v.shape[-1] != kv_heads * dim or k.stride(-1) != 1
-            or v.stride(-1) != 1 or (keep is not None and keep.shape != (rows, length + 1))):
+    width = keys.shape[1] * keys.shape[3]
+    if k.shape[-1] != width or v.shape[-1] != width or k.stride(-1) != 1 or v.stride(-1) != 1:
         return None
-    out = torch.empty_like(q)
-    status = glue.attention(q.data_ptr(), rows, q.shape[-1] // dim, kv_heads, dim, keys.data_ptr(),
-                            values.data_ptr(), keys.stride(0), keys.stride(1), length + 1,
-                            None if keep is None else keep.data_ptr(), attention.scaling, out.data_ptr(),
-                            k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0))
+    out, status = _native_attention(glue, attention, q, keys, values, length + 1, keep, new=(k, v))
     if status == 1:  # refused before writing anything
         return None
     kv.took_one(length)
@@ -207,21 +200,28 @@ def _append_and_attend(glue, attention, kv, q: torch.Tensor, k: torch.Tensor, v:
     return out
 
 
-def _native_attention(glue, attention, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                      keep: torch.Tensor | None) -> torch.Tensor | None:
-    """The step's attention by `decode_attention.c` (q [rows, heads * dim], the cache's keys/values
-    [rows, kv_heads, columns, dim], `keep` [rows, columns] bool or None); None where it does not serve."""
+def _native_attention(glue, attention, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, columns: int,
+                      keep: torch.Tensor | None, new: tuple[torch.Tensor, torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor | None, int]:
+    """(out, status) of the step's attention by `decode_attention.c` over the cache's first `columns` positions
+    (q [rows, 1, heads * dim], keys/values [rows, kv_heads, ≥ columns, dim], `keep` [rows, columns] bool or None);
+    with `new` (k, v), those are first written into column `columns - 1`. Status 1: not served, nothing
+    written; 2: a row masks every position; out is None unless status is 0."""
     function = glue.attention if glue else None
-    rows, kv_heads, columns, dim = keys.shape
+    rows, kv_heads, capacity, dim = keys.shape
     if (function is None or values.shape != keys.shape or values.stride() != keys.stride()
             or keys.stride()[2:] != (dim, 1) or keys.dtype != torch.float32 or values.dtype != torch.float32
+            or capacity < columns or not q.is_contiguous() or q.shape[0] != rows
             or (keep is not None and keep.shape != (rows, columns))):
-        return None
+        return None, 1
     out = torch.empty_like(q)
+    k, v = new or (None, None)
     status = function(q.data_ptr(), rows, q.shape[-1] // dim, kv_heads, dim, keys.data_ptr(), values.data_ptr(),
                       keys.stride(0), keys.stride(1), columns, None if keep is None else keep.data_ptr(),
-                      attention.scaling, out.data_ptr(), None, 0, None, 0)
-    return out if status == 0 else None
+                      attention.scaling, out.data_ptr(), None if k is None else k.data_ptr(),
+                      0 if k is None else k.stride(0), None if v is None else v.data_ptr(),
+                      0 if v is None else v.stride(0))
+    return (out if status == 0 else None), status
 
 
 def _add_and_norm(glue, norm: torch.nn.Module, hidden: torch.Tensor, delta: torch.Tensor | None):
