@@ -76,11 +76,9 @@ def _growing_layer_class():
             def update(self, key_states, value_states, *args, **kwargs):
                 if not self.is_initialized:
                     self.lazy_initialization(key_states, value_states)
-                length = self.keys.shape[-2] if self.keys.dim() == 4 else 0
+                length = self._length()
                 end = length + key_states.shape[-2]
-                buffers = self._buffers
-                if (buffers is None or end > buffers[0].shape[-2] or buffers[0].shape[:2] != key_states.shape[:2]
-                        or (length and self.keys.data_ptr() != buffers[0].data_ptr())):
+                if not self._fits(end, key_states.shape[:2]):
                     capacity = end + max(16, end // 4)  # amortised: one copy per quarter of growth
                     grown = []
                     for old, states in ((self.keys, key_states), (self.values, value_states)):
@@ -88,26 +86,34 @@ def _growing_layer_class():
                         if length:
                             buffer[..., :length, :] = old
                         grown.append(buffer)
-                    buffers = self._buffers = tuple(grown)
-                buffers[0][..., length:end, :] = key_states
-                buffers[1][..., length:end, :] = value_states
-                self.keys, self.values = buffers[0][..., :end, :], buffers[1][..., :end, :]
+                    self._buffers = tuple(grown)
+                self._buffers[0][..., length:end, :] = key_states
+                self._buffers[1][..., length:end, :] = value_states
+                self._hold(end)
                 return self.keys, self.values
 
             def spare_column(self) -> tuple[torch.Tensor, torch.Tensor, int] | None:
                 """(key buffer, value buffer, tokens held) where the next token fits in place, else None. The
                 caller writes that token's keys and values into column `tokens held`, then calls `took_one`."""
-                buffers = self._buffers
-                if buffers is None or not self.is_initialized or self.keys.dim() != 4:
+                if not self.is_initialized or self.keys.dim() != 4:
                     return None
-                length = self.keys.shape[-2]
-                if length >= buffers[0].shape[-2] or self.keys.data_ptr() != buffers[0].data_ptr():
-                    return None
-                return buffers[0], buffers[1], length
+                length = self._length()
+                return (*self._buffers, length) if self._fits(length + 1, self.keys.shape[:2]) else None
 
             def took_one(self, length: int) -> None:
-                self.keys, self.values = self._buffers[0].narrow(2, 0, length + 1), self._buffers[1].narrow(
-                    2, 0, length + 1)
+                self._hold(length + 1)
+
+            def _length(self) -> int:
+                return self.keys.shape[-2] if self.keys.dim() == 4 else 0
+
+            def _fits(self, end: int, rows_heads: torch.Size) -> bool:
+                """Whether `end` tokens fit the buffers in place (and `keys` still is a view of them)."""
+                buffers = self._buffers
+                return (buffers is not None and end <= buffers[0].shape[-2] and buffers[0].shape[:2] == rows_heads
+                        and (not self._length() or self.keys.data_ptr() == buffers[0].data_ptr()))
+
+            def _hold(self, end: int) -> None:
+                self.keys, self.values = (buffer.narrow(2, 0, end) for buffer in self._buffers)
 
             def reset(self) -> None:
                 self._buffers = None
