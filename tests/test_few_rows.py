@@ -42,7 +42,7 @@ def test_shapes_it_does_not_take_go_to_blas():
     assert few_rows.matmul(torch.randn(2, 20), torch.randn(8, 20), None) is None  # not a whole vector wide
     assert few_rows.matmul(torch.randn(2, 64, dtype=torch.float64), w, None) is None
     layer = RowsLinear(w, torch.randn(8))
-    for rows in (1, 2, 17, 40):  # the layout serves every row count, the kernel 2-16 of them
+    for rows in (1, 2, 17, 40):  # the layout serves every row count, the kernel 1-16 of them
         x = torch.randn(1, rows, 64)
         assert torch.allclose(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
 

@@ -88,3 +88,7 @@ def test_pick_prefers_the_loaded_layout_and_guards_prefill():
     t["nn"][8] = 1.0
     assert kernels.pick(t, "nt") == "nn"
     assert kernels.pick(t, "nn") == "nn"  # packed is fastest at 1 and 8 rows but triples prefill
+    t["rows"] = {1: 0.8, 8: 0.9, 64: 12.7}  # a prompt chunk 27 % slower than nn's, a step's rows much faster
+    assert kernels.pick(t, "nn") == "rows"
+    t["rows"][64] = 16.0  # 60 % slower: kept out
+    assert kernels.pick(t, "nn") == "nn"

@@ -3,7 +3,7 @@
 - "nt":     weight [out, in] (nn.Linear's own layout), y = x @ W.T
 - "nn":     weight [in, out] (GPT-2 Conv1D's own layout), y = x @ W
 - "packed": oneDNN (mkldnn) packed weight
-- "rows":   weight [out, in]; 2-16 rows (a batched decoding step) in `few_rows.c`, other row counts as "nt"
+- "rows":   weight [out, in]; 1-16 rows (a decoding step, batched or not) in `few_rows.c`, more rows as "nt"
 `kernels.py` times them and swaps the fastest in.
 """
 
@@ -43,13 +43,14 @@ class NTLinear(torch.nn.Linear):
 
 
 class RowsLinear(NTLinear):
-    """NTLinear whose batched decoding steps (2-16 rows) run in `few_rows.c`, which reads each weight once for
-    all rows. One row stays with BLAS, whose matrix-vector product the kernel does not beat (GPT-2, one session,
-    alternating in one process on a 2-core Xeon: 7 % below the `nn` layout with the kernel, 5 % with BLAS)."""
+    """NTLinear whose decoding steps (1-16 rows) run in `few_rows.c`, which reads each weight once for all rows.
+    One row too: on a 2-core Zen 1 EPYC the kernel's matrix-vector product beat BLAS's (GPT-2's output head
+    11.2 ms against 11.8 `nn` / 17.8 `nt`; 768x3072 0.85 against 1.09 / 1.39), on a 2-core Xeon it lost ~2 % to
+    BLAS; the layout is timed at one row like every other, so where it loses there another is chosen."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        kernel = flat.shape[0] > 1 and not (x.requires_grad and torch.is_grad_enabled())  # (it has no backward)
+        kernel = not (x.requires_grad and torch.is_grad_enabled())  # (it has no backward)
         out = few_rows.matmul(flat, self.weight, self.bias) if kernel else None
         return super().forward(x) if out is None else out.view(*x.shape[:-1], out.shape[-1])
 
