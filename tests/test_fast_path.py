@@ -312,7 +312,7 @@ def test_a_remembered_verdict_skips_the_timing(monkeypatch, tmp_path):
     monkeypatch.setattr(kernel_choices, "choice_file", lambda: choices)
     library = load_library()
     gguf = bundled.gguf_path()
-    key = f"{kernel_choices.machine_key()}|fast path|{gguf.name} {gguf.stat().st_size} bytes|{library.path.name}"
+    key = fast_path.verdict_key(gguf, library)
     kernel_choices.save_choices({key: {"max_rows": 4, "timings": "ms as timed by an earlier load"}})
     model = load_bundled(monkeypatch, TOKVIZ_COMPILE="auto")
     with model.lane.forwards:  # no timing: nothing waits for the tab's forward pass to end

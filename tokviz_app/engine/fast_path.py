@@ -25,8 +25,8 @@ from typing import Callable, ContextManager
 import torch
 
 from . import llama_decode
-from .kernel_choices import CHOICES_LOCK, load_choices, machine_key, others_busy_core_seconds, save_choices
-from .kernels import BUSY_CORES, return_freed_memory
+from .kernel_choices import BUSY_CORES, CHOICES_LOCK, OtherProcesses, load_choices, machine_key, save_choices
+from .kernels import return_freed_memory
 from .openmp import this_threads_openmp
 from .quant_library import QuantUnavailable, load_library
 from .quant_linear import QuantLinear
@@ -170,13 +170,18 @@ def dense_parameters(module: torch.nn.Module) -> tuple[torch.Tensor | None, torc
     return dense(weight.detach()), None if bias is None else dense(bias.detach())
 
 
+def verdict_key(gguf: Path, library) -> str:
+    """Where `chosen_rows` keeps its verdict in the choice file: per machine, GGUF and built library."""
+    return f"{machine_key()}|fast path|{gguf.name} {gguf.stat().st_size} bytes|{library.path.name}"
+
+
 def chosen_rows(plan: list, library, gguf: Path, fast: FastPath) -> tuple[int, str]:
     """`fastest_rows`' verdict, remembered on disk per machine, GGUF and built library (`kernel_choices.py`), so
     that a later load skips the timing. Other processes on the cores slow the one-thread kernels most (a desktop
     screenshot's Chromium made them look 1.4x slower than the fp32 layers, 2.4x faster idle): a verdict against
     them timed then is timed again after a pause, the best of all rounds counting, and such a timing is never
     remembered."""
-    key = f"{machine_key()}|fast path|{gguf.name} {gguf.stat().st_size} bytes|{library.path.name}"
+    key = verdict_key(gguf, library)
     with CHOICES_LOCK:
         remembered = load_choices().get(key)
     if isinstance(remembered, dict) and remembered.get("max_rows") in (0, *ROW_COUNTS):
@@ -187,9 +192,9 @@ def chosen_rows(plan: list, library, gguf: Path, fast: FastPath) -> tuple[int, s
             time.sleep(BUSY_PAUSE_S)
         if fast.exiting:
             raise _Exiting
-        others_before, wall_before = others_busy_core_seconds(), time.perf_counter()
+        timing = OtherProcesses()
         max_rows, timings = fastest_rows(plan, library, fast.quiet, best)
-        others = (others_busy_core_seconds() - others_before) / max(time.perf_counter() - wall_before, 1e-3)
+        others = timing.cores()
         if others < BUSY_CORES or max_rows:
             break
     if others < BUSY_CORES:

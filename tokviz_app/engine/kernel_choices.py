@@ -8,12 +8,16 @@ import logging
 import os
 import platform
 import threading
+import time
 from pathlib import Path
 
 import torch
 
 log = logging.getLogger("tokviz.kernels")
 CHOICES_LOCK = threading.Lock()  # one load's read, change and write of the file at a time
+# Other processes using more than this many cores during a timing: it serves this process only (on a busy
+# 2-core machine every 2-thread call waits for the other core's time slice), and is not remembered.
+BUSY_CORES = 0.3
 
 
 def others_busy_core_seconds() -> float:
@@ -26,6 +30,16 @@ def others_busy_core_seconds() -> float:
         return 0.0
     own = os.times()
     return busy - own.user - own.system
+
+
+class OtherProcesses:
+    """How many cores other processes used from its making until `cores()` is read."""
+
+    def __init__(self) -> None:
+        self._busy, self._wall = others_busy_core_seconds(), time.perf_counter()
+
+    def cores(self) -> float:
+        return (others_busy_core_seconds() - self._busy) / max(time.perf_counter() - self._wall, 1e-3)
 
 
 def machine_key() -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .kernel_choices import CHOICES_LOCK, load_choices, machine_key, others_busy_core_seconds, save_choices
+from .kernel_choices import BUSY_CORES, CHOICES_LOCK, OtherProcesses, load_choices, machine_key, save_choices
 from . import few_rows, linear_layouts
 from .linear_layouts import LAYOUTS, LinearLayer, build, candidates, linear_layers, shape_key, shared_parameters
 
@@ -34,7 +34,6 @@ ROWS_STEP, ROWS_BATCH, ROWS_PREFILL = 1, 8, 64
 # prompt fed alone, in one pass), and chunks fed beside streaming tabs are ~16 rows, which the kernel takes;
 # while its 1-16 rows ran 1.2-2.5x faster than any BLAS layout (a 1.1 guard kept it out, and GPT-2's step).
 PREFILL_SLACK = 1.5
-BUSY_CORES = 0.3  # other processes using more than this many cores during the timing: not remembered
 
 log = logging.getLogger("tokviz.kernels")
 
@@ -132,7 +131,7 @@ def choose_kernels(model: torch.nn.Module, mode: str = "auto") -> KernelReport:
         remembered = load_choices() if mode == "auto" else {}
     chosen: dict[str, str] = {}
     timings: dict[str, dict[str, dict[int, float]]] = {}
-    others_before, wall_before = others_busy_core_seconds(), time.perf_counter()
+    others = OtherProcesses()
     new_keys = {}
     shared = shared_parameters(model)
     placed = [(layer, id(layer.module.weight) in shared) for layer in layers]
@@ -154,8 +153,7 @@ def choose_kernels(model: torch.nn.Module, mode: str = "auto") -> KernelReport:
                 new_keys[key] = chosen[shape]
     # Other processes on the cores make every multi-threaded call wait for its time slice: such timings
     # serve this process only, and the next load measures again.
-    others = (others_busy_core_seconds() - others_before) / max(time.perf_counter() - wall_before, 1e-3)
-    if others < BUSY_CORES:
+    if others.cores() < BUSY_CORES:
         remembered.update(new_keys)
     if timings:
         with CHOICES_LOCK:
