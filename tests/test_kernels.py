@@ -92,3 +92,32 @@ def test_pick_prefers_the_loaded_layout_and_guards_prefill():
     assert kernels.pick(t, "nn") == "rows"
     t["rows"][64] = 16.0  # 60 % slower: kept out
     assert kernels.pick(t, "nn") == "nn"
+
+
+def test_the_timing_spends_its_rounds_on_the_contenders(tiny_model_path, monkeypatch):
+    """Prompt chunks are timed in the first rounds only (rows shares nt's call); a layout far behind after them
+    is not timed again. The times here are made up, one per layout, so the rounds are what is counted."""
+    from transformers import AutoModelForCausalLM
+
+    from tokviz_app.engine.linear_layouts import candidates, linear_layers
+
+    made_up = {"Conv1D": 3e-3, "NTLinear": 0.8e-3, "RowsLinear": 0.5e-3, "NNLinear": 0.8e-3, "MkldnnLinear": 0.8e-3}
+    calls: dict[tuple[str, int], int] = {}
+
+    def fake_call(module, x):
+        name = type(module).__name__
+        calls[name, x.shape[1]] = calls.get((name, x.shape[1]), 0) + 1
+        return made_up[name] * x.shape[1]
+
+    monkeypatch.setattr(kernels, "_call_seconds", fake_call)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    layer = next(found for found in linear_layers(model) if found.loaded == "nn")
+    layouts = candidates(layer, tied=False)
+    assert "rows" in layouts and "nt" in layouts
+    times, steady = kernels.measure(layer, layouts)
+    assert steady and kernels.pick(times, "nn") == "rows"
+    prefill, rounds, early = kernels.ROWS_PREFILL, kernels.ROUNDS, kernels.PREFILL_ROUNDS
+    assert calls["NTLinear", prefill] == early and ("RowsLinear", prefill) not in calls
+    assert times["rows"][prefill] == times["nt"][prefill]
+    assert calls["RowsLinear", 1] == calls["NTLinear", 1] == rounds  # within FAR_BEHIND of the best
+    assert calls["Conv1D", 1] == early  # the loaded layout at 6x the best: out after the early rounds
