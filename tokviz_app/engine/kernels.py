@@ -32,7 +32,7 @@ ROWS_STEP, ROWS_BATCH, ROWS_PREFILL = 1, 8, 64
 # layout that triples prefill (oneDNN-packed on a Xeon), not `rows`, which feeds prompts as `nt` does: on a 2-core
 # EPYC `nt` ran GPT-2's nn-loaded layers 1.13-1.27x slower than `nn` at 64 rows, but within 0-7 % at 1,000 (a
 # prompt fed alone, in one pass), and chunks fed beside streaming tabs are ~16 rows, which the kernel takes;
-# while its 1-16 rows ran 1.2-2.5x faster than any BLAS layout (a 1.1 guard kept it out, and GPT-2's step).
+# while its 1-16 rows ran 1.2-2.5x faster than any BLAS layout (a 1.1 guard kept it out of three of GPT-2's shapes).
 PREFILL_SLACK = 1.5
 
 log = logging.getLogger("tokviz.kernels")
