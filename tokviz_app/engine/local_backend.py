@@ -15,6 +15,7 @@ from ..core.errors import ModelNotFoundError
 from ..core.types import ModelInfo
 from .catalog import BUNDLED_KEY, CATALOG, ModelSpec, hub_reachable, is_cached
 from .devices import dtype_name, resolve_device, resolve_dtype
+from .fused_activations import fuse_activations
 from .kernels import choose_kernels, requested_mode
 from .loading import check_hub_id, fetch_from_hub, load_pretrained, looks_like_path
 from .local_model import LoadedModel, parameter_bytes
@@ -106,6 +107,7 @@ class LocalBackend(Backend):
                 started = time.perf_counter()
                 hf_model, tokenizer = self._load_weights(spec, device, torch_dtype, progress)
                 weight_bytes = parameter_bytes(hf_model)
+                fuse_activations(hf_model)
                 kernels = None
                 if device == "cpu" and torch_dtype == torch.float32:
                     if progress is not None:
