@@ -120,6 +120,40 @@ static inline __attribute__((always_inline)) void column(
         y[r * N] = VSUM(total);
     }
 }
+
+#if LANES == 16
+/* Two output columns for M rows (from PAIRS_FROM rows on): each row's activations, loaded once, feed both columns'
+   FMAs. One column at a time loaded one activation vector per FMA, and 8 rows were bound by those loads (a step's
+   products for SmolLM2 at 8 rows 17.0 -> 14.3 ms on a 2-core AVX-512 EPYC). One accumulator per row and column:
+   2 x 8 chains of FMAs are plenty in flight. */
+#define PAIRS_FROM 3
+static inline __attribute__((always_inline)) void two_columns(
+        const float* x, const int64_t M, int64_t K, int64_t KB, const uint8_t* q, int64_t column_bytes,
+        int64_t qstride, int is_q4, const float* d, const float* m, float* y, int64_t N) {
+    vec first[GROUP], second[GROUP];
+    for (int64_t r = 0; r < M; r++) first[r] = second[r] = VZERO();
+    for (int64_t b = 0; b < KB; b++) {
+        vec w0[PARTS], w1[PARTS];
+        const uint8_t *q0 = q + b * qstride, *q1 = q + column_bytes + b * qstride;
+        if (is_q4) { unpack_q4(q0, w0); unpack_q4(q1, w1); }
+        else { unpack_q8((const int8_t*)q0, w0); unpack_q8((const int8_t*)q1, w1); }
+        const vec s0 = VSET(d[b]), s1 = VSET(d[KB + b]);
+        if (is_q4) {
+            const vec z0 = VSET(m[b]), z1 = VSET(m[KB + b]);
+            for (int p = 0; p < PARTS; p++) { w0[p] = VFMA(w0[p], s0, z0); w1[p] = VFMA(w1[p], s1, z1); }
+        } else {
+            for (int p = 0; p < PARTS; p++) { w0[p] = VMUL(w0[p], s0); w1[p] = VMUL(w1[p], s1); }
+        }
+        for (int64_t r = 0; r < M; r++)
+            for (int p = 0; p < PARTS; p++) {
+                const vec xv = VLOAD(x + r * K + b * QB + p * LANES);
+                first[r] = VFMA(w0[p], xv, first[r]);
+                second[r] = VFMA(w1[p], xv, second[r]);
+            }
+    }
+    for (int64_t r = 0; r < M; r++) { y[r * N] = VSUM(first[r]); y[r * N + 1] = VSUM(second[r]); }
+}
+#endif
 #else
 #define GROUP 1
 static inline void column(const float* x, int64_t M, int64_t K, int64_t KB, const uint8_t* q, int64_t qstride,
@@ -165,29 +199,48 @@ typedef struct {
     int parts;  /* the columns are split in this many parts; the caller takes part 0, worker i part i */
 } Job;
 
+/* The hardware's prefetchers ramp up too late for a layer's short streams: column n's blocks are asked for early. */
+static inline __attribute__((always_inline)) void prefetch_column(const Job* job, int64_t n, int64_t end, int64_t column_bytes) {
+    if (n >= end) return;
+    const char* blocks = (const char*)(job->q + n * column_bytes);
+    for (int64_t o = 0; o < column_bytes; o += 64) __builtin_prefetch(blocks + o);
+    __builtin_prefetch(job->d + n * job->KB);
+    if (job->m) __builtin_prefetch(job->m + n * job->KB);
+}
+
 static void run_part(const Job* job, int part) {
     if (part >= job->parts) return;
     const int64_t KB = job->KB, per = (job->N + job->parts - 1) / job->parts;
     const int64_t start = part * per, end = start + per < job->N ? start + per : job->N;
     const int64_t column_bytes = KB * job->qstride;
-    for (int64_t n = start; n < end; n++) {
-        const uint8_t* qn = job->q + n * column_bytes;
-        const float *dn = job->d + n * KB, *mn = job->m ? job->m + n * KB : NULL;
-        /* the hardware's prefetchers ramp up too late for a layer's short streams: ask for them early */
-        if (n + PREFETCH_COLUMNS < end) {
-            const char* ahead = (const char*)(qn + PREFETCH_COLUMNS * column_bytes);
-            for (int64_t o = 0; o < column_bytes; o += 64) __builtin_prefetch(ahead + o);
-            __builtin_prefetch(dn + PREFETCH_COLUMNS * KB);
-            if (mn) __builtin_prefetch(mn + PREFETCH_COLUMNS * KB);
-        }
-        for (int64_t r0 = 0; r0 < job->M; r0 += GROUP) {
-            const float* xg = job->x + r0 * job->K;
+    /* Row groups outermost: a group's activations stay in the core's cache while the columns stream by (16 rows
+       at once were 36 KB at 576 inputs, more than its L1: 16 rows cost 2.3x 8 rows, now 1.9x). */
+    for (int64_t r0 = 0; r0 < job->M; r0 += GROUP) {
+        const int64_t rows = job->M - r0 < GROUP ? job->M - r0 : GROUP;
+        const float* xg = job->x + r0 * job->K;
+        for (int64_t n = start; n < end;) {
+            const uint8_t* qn = job->q + n * column_bytes;
+            const float *dn = job->d + n * KB, *mn = job->m ? job->m + n * KB : NULL;
             float* yg = job->y + r0 * job->N + n;
-            switch (job->M - r0 < GROUP ? job->M - r0 : GROUP) {  /* a constant row count per case: registers */
+            prefetch_column(job, n + PREFETCH_COLUMNS, end, column_bytes);
+#ifdef PAIRS_FROM
+            if (rows >= PAIRS_FROM && n + 1 < end) {
+                prefetch_column(job, n + 1 + PREFETCH_COLUMNS, end, column_bytes);
+                switch (rows) {  /* a constant row count per case: registers */
+#define ROWS(k) case k: two_columns(xg, k, job->K, KB, qn, column_bytes, job->qstride, job->is_q4, dn, mn, yg, job->N); break;
+                    ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8)
+#undef ROWS
+                }
+                n += 2;
+                continue;
+            }
+#endif
+            switch (rows) {
 #define ROWS(k) case k: column(xg, k, job->K, KB, qn, job->qstride, job->is_q4, dn, mn, yg, job->N); break;
                 ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8)
 #undef ROWS
             }
+            n++;
         }
     }
 }
