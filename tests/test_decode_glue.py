@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
 
 from tokviz_app.engine import llama_decode
+from tokviz_app.engine.quant_library import QuantUnavailable, load_library
 
 
 def glue_or_skip():
@@ -86,12 +87,20 @@ def attention_or_skip():
     return llama_decode.attention()
 
 
-def attend(function, q, keys, values, keep, scale):
+def pool_or_skip() -> int:
+    """The matrix kernels' thread pool (tokviz_parallel), which the attention of a step runs on."""
+    try:
+        return load_library().parallel
+    except QuantUnavailable as error:
+        pytest.skip(f"the C kernels do not build here: {error}")
+
+
+def attend(function, q, keys, values, keep, scale, parallel=None, threads=1):
     rows, kv_heads, columns, dim = keys.shape
     out = torch.empty_like(q)
     status = function(q.data_ptr(), rows, q.shape[-1] // dim, kv_heads, dim, keys.data_ptr(), values.data_ptr(),
                       keys.stride(0), keys.stride(1), columns, None if keep is None else keep.data_ptr(), scale,
-                      out.data_ptr(), None, 0, None, 0)
+                      out.data_ptr(), None, 0, None, 0, parallel, threads)
     return status, out
 
 
@@ -126,6 +135,9 @@ def test_decode_attention_against_sdpa_and_float64(rows, q_heads, kv_heads, dim,
     assert (out.double() - exact).abs().max() < 1e-5
     assert (want.double() - exact).abs().max() < 1e-5
     assert (out - want).abs().max() < 1e-5
+    # on the kernels' pool, each (row, head) pair shared out is computed as alone: bit for bit the same
+    pooled_status, pooled = attend(function, q, keys, values, keep, scale, pool_or_skip(), 2)
+    assert pooled_status == 0 and torch.equal(pooled, out)
 
 
 @pytest.mark.parametrize("rows", [1, 3])
@@ -144,7 +156,7 @@ def test_decode_attention_writes_the_steps_keys_and_values_into_the_cache_first(
     out = torch.empty_like(q)
     assert function(q.data_ptr(), rows, 9, kv_heads, dim, key_buffer.data_ptr(), value_buffer.data_ptr(),
                     key_buffer.stride(0), key_buffer.stride(1), held + 1, None, dim**-0.5, out.data_ptr(),
-                    k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0)) == 0
+                    k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0), pool_or_skip(), 2) == 0
     assert torch.equal(key_buffer[:, :, held], k.view(rows, kv_heads, dim))
     assert torch.equal(value_buffer[:, :, held], v.view(rows, kv_heads, dim))
     for buffer, old in zip((key_buffer, value_buffer), before):
@@ -159,6 +171,9 @@ def test_shapes_the_attention_cannot_take_are_refused():
     function = attention_or_skip()
     q, keys = torch.zeros(1, 1, 9 * 64), torch.zeros(1, 3, 4, 64)
     assert attend(function, q, keys, keys, torch.zeros(1, 4, dtype=torch.bool), 0.125)[0] == 2  # nothing to attend to
+    second_row_blind = torch.tensor([[True] * 4, [False] * 4])  # on the pool, only the second part sees it
+    two = torch.zeros(2, 1, 9 * 64), torch.zeros(2, 3, 4, 64)
+    assert attend(function, two[0], two[1], two[1], second_row_blind, 0.125, pool_or_skip(), 2)[0] == 2
     assert attend(function, torch.zeros(1, 1, 8 * 64), keys, keys, None, 0.125)[0] == 1  # 8 query heads on 3
     odd = torch.zeros(1, 3, 4, 12)
     assert attend(function, torch.zeros(1, 1, 9 * 12), odd, odd, None, 0.3)[0] == 1  # a head size not of 8s

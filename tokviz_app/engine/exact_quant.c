@@ -196,11 +196,11 @@ static void dequantise_column(const uint8_t* q, int64_t qstride, int is_q4, cons
 typedef struct {
     const float* x; int64_t M, K, KB; const uint8_t* q; int64_t qstride; int is_q4;
     const float *d, *m; float* y; int64_t N;
-    int parts;  /* the columns are split in this many parts; the caller takes part 0, worker i part i */
 } Job;
 
 /* The hardware's prefetchers ramp up too late for a layer's short streams: column n's blocks are asked for early. */
-static inline __attribute__((always_inline)) void prefetch_column(const Job* job, int64_t n, int64_t end, int64_t column_bytes) {
+static inline __attribute__((always_inline)) void prefetch_column(const Job* job, int64_t n, int64_t end,
+                                                                  int64_t column_bytes) {
     if (n >= end) return;
     const char* blocks = (const char*)(job->q + n * column_bytes);
     for (int64_t o = 0; o < column_bytes; o += 64) __builtin_prefetch(blocks + o);
@@ -208,9 +208,10 @@ static inline __attribute__((always_inline)) void prefetch_column(const Job* job
     if (job->m) __builtin_prefetch(job->m + n * job->KB);
 }
 
-static void run_part(const Job* job, int part) {
-    if (part >= job->parts) return;
-    const int64_t KB = job->KB, per = (job->N + job->parts - 1) / job->parts;
+/* Part `part` of `parts` of a product: a share of its output columns. */
+static void run_part(const void* arg, int part, int parts) {
+    const Job* job = arg;
+    const int64_t KB = job->KB, per = (job->N + parts - 1) / parts;
     const int64_t start = part * per, end = start + per < job->N ? start + per : job->N;
     const int64_t column_bytes = KB * job->qstride;
     /* Row groups outermost: a group's activations stay in the core's cache while the columns stream by (16 rows
@@ -227,7 +228,8 @@ static void run_part(const Job* job, int part) {
             if (rows >= PAIRS_FROM && n + 1 < end) {
                 prefetch_column(job, n + 1 + PREFETCH_COLUMNS, end, column_bytes);
                 switch (rows) {  /* a constant row count per case: registers */
-#define ROWS(k) case k: two_columns(xg, k, job->K, KB, qn, column_bytes, job->qstride, job->is_q4, dn, mn, yg, job->N); break;
+#define ROWS(k) case k: two_columns(xg, k, job->K, KB, qn, column_bytes, job->qstride, job->is_q4, dn, mn, yg, \
+                                   job->N); break;
                     ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8)
 #undef ROWS
                 }
@@ -264,7 +266,10 @@ static void run_part(const Job* job, int part) {
 
 static pthread_mutex_t call_lock = PTHREAD_MUTEX_INITIALIZER, sleep_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-static Job current;
+typedef void (*PartFunction)(const void* arg, int part, int parts);
+static PartFunction current;  /* the call at hand: current(current_arg, i, current_parts) for every part i */
+static const void* current_arg;
+static int current_parts;
 static atomic_long generation;
 static atomic_int pending, sleepers;
 static int workers;
@@ -292,7 +297,8 @@ static void* worker(void* arg) {
             }
         }
         seen = atomic_load(&generation);
-        run_part(&current, index);  /* every worker joins every call (if only to say it is done): none lags */
+        if (index < current_parts) current(current_arg, index, current_parts);
+        /* every worker joins every call (if only to say it is done): none lags */
         atomic_fetch_sub(&pending, 1);
     }
     return NULL;
@@ -306,7 +312,13 @@ static void after_fork_in_child(void) {  /* the child has no workers (only the f
     atomic_store(&sleepers, 0);
 }
 
-static void run(Job* job, int threads) {
+/* function(arg, part, parts) for every part, on the calling thread (part 0) and up to threads - 1 workers. The
+   attention of a decoding step (decode_attention.c) runs on this pool too: one pool spins beside the step. */
+void tokviz_parallel(PartFunction function, const void* arg, int threads) {
+    if (threads <= 1) {
+        function(arg, 0, 1);
+        return;
+    }
     pthread_mutex_lock(&call_lock);
     static int fork_handler;
     if (!fork_handler) fork_handler = pthread_atfork(NULL, NULL, after_fork_in_child) == 0;
@@ -317,8 +329,9 @@ static void run(Job* job, int threads) {
         pthread_detach(t);
         workers++;
     }
-    job->parts = 1 + (workers < threads - 1 ? workers : threads - 1);
-    current = *job;
+    current_parts = 1 + (workers < threads - 1 ? workers : threads - 1);
+    current = function;
+    current_arg = arg;
     atomic_store(&pending, workers);
     atomic_fetch_add(&generation, 1);
     if (atomic_load(&sleepers) > 0) {
@@ -326,7 +339,7 @@ static void run(Job* job, int threads) {
         pthread_cond_broadcast(&wake);
         pthread_mutex_unlock(&sleep_lock);
     }
-    run_part(&current, 0);
+    function(arg, 0, current_parts);
     while (atomic_load(&pending) > 0) PAUSE();
     pthread_mutex_unlock(&call_lock);
 }
@@ -334,9 +347,8 @@ static void run(Job* job, int threads) {
 static int matmul(const float* x, int64_t M, int64_t K, const uint8_t* q, int64_t qstride, int is_q4,
                   const float* d, const float* m, float* y, int64_t N, int threads) {
     if (M < 1 || M > MAX_ROWS || K % QB != 0) return -1;
-    Job job = {x, M, K, K / QB, q, qstride, is_q4, d, m, y, N, 1};
-    if (threads <= 1 || N < 64) run_part(&job, 0);
-    else run(&job, threads);
+    Job job = {x, M, K, K / QB, q, qstride, is_q4, d, m, y, N};
+    tokviz_parallel(run_part, &job, N < 64 ? 1 : threads);
     return 0;
 }
 

@@ -138,7 +138,8 @@ def prepare(hf_model: torch.nn.Module, gguf: Path, fast: FastPath, mode: str = "
         with torch.no_grad():
             for _, parent, name, module, blocks, bias in plan:
                 setattr(parent, name, QuantLinear(blocks, library, max_rows, bias))
-        lean = llama_decode.install(hf_model)  # the Python around the kernels is now most of a step
+        # the Python around the kernels is now most of a step; the attention runs on the kernels' threads
+        lean = llama_decode.install(hf_model, library.parallel)
         megabytes = sum(blocks.nbytes for *_, blocks, _ in plan) / 1e6
         kinds = "/".join(sorted({blocks.kind.upper() for *_, blocks, _ in plan}))
         layers = len(plan)

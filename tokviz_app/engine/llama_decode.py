@@ -9,7 +9,8 @@ layer lens, other models) goes to transformers' forward. The norms and rotary em
 equal transformers' within fp32 rounding (tested), bit for bit without the glue. A layer's q/k/v and gate/up
 products are one kernel call each (`quant_linear.joined`: 41.6 -> 37.1 ms a step there, bit for bit). The
 attention runs in `decode_attention.c` (SDPA's CPU kernel is made for long queries: 215 -> 109 us a layer at 8
-rows, 44 -> 21 us at 1, on a 2-core AVX2 EPYC), within fp32 rounding of SDPA.
+rows, 44 -> 21 us at 1, on a 2-core AVX2 EPYC), within fp32 rounding of SDPA, its (row, head) pairs shared out
+on the matrix kernels' own threads (8 rows: 6.8 -> 3.3 ms a step on a 2-core AVX-512 EPYC).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ silu_mul = LazyFunction(GLUE_SOURCE, GLUE_FLAGS, "tokviz_silu_mul", [_p, _n, _n,
                         "one-token steps gate with torch")
 ATTENTION_SOURCE = Path(__file__).with_name("decode_attention.c")
 attention = LazyFunction(ATTENTION_SOURCE, ("-O3", "-march=native", "-shared", "-fPIC"), "tokviz_decode_attention",
-                         [_p, _n, _n, _n, _n, _p, _p, _n, _n, _n, _p, ctypes.c_float, _p, _p, _n, _p, _n],
+                         [_p, _n, _n, _n, _n, _p, _p, _n, _n, _n, _p, ctypes.c_float, _p, _p, _n, _p, _n, _p,
+                          ctypes.c_int],
                          "one-token steps attend with torch's SDPA")
 
 
@@ -45,14 +47,17 @@ class Glue(NamedTuple):
     rotary: object
     attention: object
     silu_mul: object  # silu(gate) * up, for models whose activation is SiLU
+    parallel: int | None = None  # exact_quant.c's thread pool (tokviz_parallel), where the attention may use it
+    threads: int = 1
 
 
 _ALLOWED = frozenset({"input_ids", "cache", "use_cache", "position_ids", "attention_mask"})
 
 
-def install(hf_model: torch.nn.Module) -> bool:
+def install(hf_model: torch.nn.Module, parallel: int | None = None) -> bool:
     """Serve this model's one-token steps with `lean_step`; False where its architecture is not the one
-    written here (nothing is changed then)."""
+    written here (nothing is changed then). `parallel`: the matrix kernels' thread pool (QuantLibrary.parallel),
+    on which the attention then runs as many threads as torch would use."""
     if not _is_plain_llama(hf_model) or getattr(hf_model, "_tokviz_lean", False):
         return False
     transformers_forward = hf_model.forward
@@ -60,7 +65,7 @@ def install(hf_model: torch.nn.Module) -> bool:
     glue = None
     if add_rms_norm() is not None and rotary() is not None:
         gate = silu_mul() if hf_model.config.hidden_act == "silu" else None
-        glue = Glue(add_rms_norm(), rotary(), attention(), gate)
+        glue = Glue(add_rms_norm(), rotary(), attention(), gate, parallel, torch.get_num_threads())
     joints = [_LayerJoints.of(layer) for layer in hf_model.model.layers]
 
     def forward(*args, **kwargs):
@@ -220,7 +225,7 @@ def _native_attention(glue, attention, q: torch.Tensor, keys: torch.Tensor, valu
                       keys.stride(0), keys.stride(1), columns, None if keep is None else keep.data_ptr(),
                       attention.scaling, out.data_ptr(), None if k is None else k.data_ptr(),
                       0 if k is None else k.stride(0), None if v is None else v.data_ptr(),
-                      0 if v is None else v.stride(0))
+                      0 if v is None else v.stride(0), glue.parallel, glue.threads)
     return (out if status == 0 else None), status
 
 

@@ -40,6 +40,7 @@ class QuantLibrary:
     q8_0: ctypes._CFuncPtr
     q4_1_dequantise: ctypes._CFuncPtr  # (quants, scales, mins, out [N, K], N, K)
     q8_0_dequantise: ctypes._CFuncPtr  # (quants, scales, out [N, K], N, K)
+    parallel: int  # the address of tokviz_parallel (its thread pool), for other kernels of a step to run on
 
 
 def _compiler() -> str:
@@ -128,7 +129,7 @@ def load_library(flags: tuple[str, ...] = FLAGS) -> QuantLibrary:
         function.restype = ctypes.c_int
     return QuantLibrary(path, built_seconds, lib.tokviz_max_rows(), lib.tokviz_vector_width(),
                         lib.tokviz_q4_1_matmul, lib.tokviz_q8_0_matmul, lib.tokviz_q4_1_dequantise,
-                        lib.tokviz_q8_0_dequantise)
+                        lib.tokviz_q8_0_dequantise, ctypes.cast(lib.tokviz_parallel, ctypes.c_void_p).value)
 
 
 class LazyFunction:
