@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 
+def page_wait(d, timeout: float = 30, poll: float = 0.05):
+    """A WebDriverWait for which a part of the page being rendered again means "not yet": a wait's `css(...)[0]`
+    then raises IndexError, or an element it found a moment before goes stale (seen on a busy 2-core machine: a
+    token chip replaced between two reads of the same wait), which must not fail the test."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(d, timeout, poll_frequency=poll,
+                         ignored_exceptions=[StaleElementReferenceException, IndexError])
+
+
 class BrowserPage:
     def __init__(self, d, timeout: float = 120) -> None:
-        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support.ui import WebDriverWait
 
         self.d, self.by = d, By
-        # a part of the page being rendered again is briefly gone: a wait's `css(...)[0]` then raises IndexError
-        # (or its element goes stale), which must mean "not yet", not a failure (seen on a busy 2-core machine)
-        self.wait = WebDriverWait(d, timeout, poll_frequency=0.05,
-                                  ignored_exceptions=[StaleElementReferenceException, IndexError])
+        self.wait = page_wait(d, timeout)
 
     def css(self, selector: str):
         return self.d.find_elements(self.by.CSS_SELECTOR, selector)

@@ -15,6 +15,7 @@ import pytest
 from nicegui import ElementFilter, ui
 from nicegui.testing import User
 
+from tests.browser_page import page_wait
 from tests.fake_backend import VOCAB_TEXT
 from tests.ui_helpers import button, chips, idle, loop_gaps, prompt_chips, wait_until
 from tokviz_app.config import Settings
@@ -336,7 +337,6 @@ def test_a_megabyte_paste_in_chromium_reaches_the_server_and_gets_a_message(tiny
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     port = free_port()
     env = clean_env(HF_HOME=str(tmp_path / "hf"))
@@ -349,7 +349,7 @@ def test_a_megabyte_paste_in_chromium_reaches_the_server_and_gets_a_message(tiny
             options.add_argument(flag)
         d = webdriver.Chrome(service=Service(str(chromedriver)), options=options)
         try:
-            wait = WebDriverWait(d, 60, poll_frequency=0.1)
+            wait = page_wait(d, 60, 0.1)
 
             def button(name: str):
                 return d.find_element(By.XPATH, f"//button[.//span[normalize-space()='{name}']]")

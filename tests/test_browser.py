@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser_page import page_wait
 from tests.server_process import clean_env, free_port, serve, tokviz_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -71,10 +72,9 @@ def test_initialize_generate_choose_reset_in_chromium(server, driver) -> None:
     from selenium.webdriver import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    d, wait = driver, WebDriverWait(driver, 30, poll_frequency=0.05)
+    d, wait = driver, page_wait(driver, 30, 0.05)
 
     def button(name: str):
         return d.find_element(By.XPATH, f"//button[.//span[normalize-space()='{name}']]")
@@ -198,15 +198,13 @@ def test_initialize_generate_choose_reset_in_chromium(server, driver) -> None:
 
 def test_keyboard_chart_branches_and_dark_mode_in_chromium(server, driver) -> None:
     """Issue 4 in a real browser: keyboard flow, chart click <-> token selection, branch switch, dark mode."""
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     d = driver
-    wait = WebDriverWait(driver, 30, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException])
+    wait = page_wait(driver, 30, 0.05)
 
     def button(name: str):
         return d.find_element(By.XPATH, f"//button[.//span[normalize-space()='{name}']]")

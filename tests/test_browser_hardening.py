@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser_page import page_wait
 from tests.test_browser import driver, server  # noqa: F401 - the real server and Chromium fixtures
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -13,9 +14,8 @@ def test_half_an_emoji_in_the_prompt_gets_a_message_and_no_stale_generation(serv
     """Before: the browser's JSON held a lone "\\ud83d" escape, the server's decoder refused the whole
     message, and Generate ran on the previous prompt without a word."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    d, wait = driver, WebDriverWait(driver, 60, poll_frequency=0.1)
+    d, wait = driver, page_wait(driver, 60, 0.1)
 
     def button(name: str):
         return d.find_element(By.XPATH, f"//button[.//span[normalize-space()='{name}']]")

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.browser_page import page_wait
 from tests.test_browser import ARTIFACTS, driver, server  # noqa: F401 - the real server and Chromium fixtures
 from tests.test_phone import RECT, check_long_paste
 
@@ -17,14 +18,12 @@ WIDTH, HEIGHT = 1400, 900
 
 
 def test_desktop_side_panel_stop_seed_paste_and_chart(server, driver) -> None:  # noqa: F811
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
 
     d = driver
-    wait = WebDriverWait(d, 30, poll_frequency=0.02, ignored_exceptions=[StaleElementReferenceException])
+    wait = page_wait(d, 30, 0.02)
     d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                       {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

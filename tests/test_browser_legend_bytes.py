@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from tests.browser_page import page_wait
 from tests.test_browser import ARTIFACTS, driver, server  # noqa: F401  (pytest fixtures)
 from tokviz_app.core.types import Branch, SamplingParams, SessionSnapshot, TokenStep
 from tokviz_app.exports.snapshot import to_json
@@ -40,9 +41,8 @@ def rgb(hex_colour: str) -> str:
 
 def test_colour_blind_legend_and_a_split_emoji_in_chromium(server, driver, tmp_path) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    d, wait = driver, WebDriverWait(driver, 30, poll_frequency=0.05)
+    d, wait = driver, page_wait(driver, 30, 0.05)
     d.get(server)
     wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".tv-legend-item"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.browser_page import page_wait
 from tests.test_browser import driver, server  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -12,9 +13,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 def test_a_reload_keeps_the_work_and_the_switch(server, driver) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    d, wait = driver, WebDriverWait(driver, 30, poll_frequency=0.05)
+    d, wait = driver, page_wait(driver, 30, 0.05)
 
     def button(name: str):
         return d.find_element(By.XPATH, f"//button[.//span[normalize-space()='{name}']]")

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.browser_page import page_wait
 from tests.test_browser import ARTIFACTS, driver, server  # noqa: F401 - the real server and Chromium fixtures
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -52,12 +53,10 @@ def ready_with_tokens(d, wait, url: str, n: int) -> list:
 
 
 def test_a_tapped_token_shows_its_details_and_alternatives_in_view(server, driver) -> None:  # noqa: F811
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     d = driver
-    wait = WebDriverWait(d, 30, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException])
+    wait = page_wait(d, 30, 0.05)
     emulate_phone(d)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     chips = ready_with_tokens(d, wait, server, 60)
@@ -110,9 +109,8 @@ def test_a_tapped_token_shows_its_details_and_alternatives_in_view(server, drive
 
 def test_a_long_paste_leaves_the_buttons_on_the_phone_screen(server, driver) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    d, wait = driver, WebDriverWait(driver, 30, poll_frequency=0.05)
+    d, wait = driver, page_wait(driver, 30, 0.05)
     emulate_phone(d)
     d.get(server)
     wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".tv-buttons .q-btn"))
