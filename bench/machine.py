@@ -24,7 +24,12 @@ def describe() -> dict:
         pass
     isa = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"),
                                    ("amx_tile", "AMX")) if flag in flags]
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa or ["unknown"], "torch": torch.__version__,
+    from tokviz_app.engine.quant_library import native_arch
+
+    # the code that runs: torch's kernels (ATEN_CPU_CAPABILITY) and tokviz's (TOKVIZ_NATIVE_ARCH) may be held below
+    # the CPU's own instruction set, to measure another machine's code here
+    code = f"torch {torch.backends.cpu.get_cpu_capability()}, tokviz -march={native_arch()}"
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa or ["unknown"], "code": code, "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
@@ -32,8 +37,8 @@ def describe() -> dict:
 def line(info: dict | None = None) -> str:
     info = info or describe()
     gpu = f", GPU {info['cuda']}" if info.get("cuda") else ""
-    return (f"{info['cpu']}, {info['cores']} cores ({', '.join(info['isa'])}), torch {info['torch']} "
-            f"with {info['torch_threads']} threads{gpu}")
+    return (f"{info['cpu']}, {info['cores']} cores ({', '.join(info['isa'])}; code: {info.get('code', '?')}), "
+            f"torch {info['torch']} with {info['torch_threads']} threads{gpu}")
 
 
 def model_parser(doc: str, *, json_flag: bool = True):

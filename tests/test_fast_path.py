@@ -104,6 +104,20 @@ def test_every_instruction_set_gives_the_same_numbers(isa):
             assert (got.double() - x.double() @ weight.T).abs().max() <= 1e-6 * scale, (isa, kind, count)
 
 
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 instruction sets")
+def test_tokviz_native_arch_builds_the_code_of_another_instruction_set(monkeypatch):
+    """TOKVIZ_NATIVE_ARCH=x86-64-v3 builds the AVX2 code on any x86-64 machine (to measure or test the code an
+    AVX2 machine runs), and the remembered kernel choices are kept apart from the native code's."""
+    native_key = kernel_choices.machine_key()
+    monkeypatch.setenv("TOKVIZ_NATIVE_ARCH", "x86-64-v3")
+    try:
+        library = load_library()
+    except QuantUnavailable as error:
+        pytest.skip(f"no C compiler here: {error}")
+    assert library.vector_width == 8
+    assert kernel_choices.machine_key() != native_key
+
+
 def test_kernels_give_the_same_numbers_from_many_threads_at_once(library):
     quant = layer(random_blocks("q4_1", 1536, 576, seed=1), library)
     inputs = [torch.randn(1 + i % 4, 576) for i in range(8)]

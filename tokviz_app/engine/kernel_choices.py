@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .quant_library import native_arch
+
 log = logging.getLogger("tokviz.kernels")
 CHOICES_LOCK = threading.Lock()  # one load's read, change and write of the file at a time
 # Other processes using more than this many cores during a timing: it serves this process only (on a busy
@@ -51,7 +53,10 @@ def machine_key() -> str:
                 break
     except OSError:
         pass
-    return f"{model_name}|{torch.get_num_threads()} threads|torch {torch.__version__}"
+    # torch's kernels (ATEN_CPU_CAPABILITY) and ours (TOKVIZ_NATIVE_ARCH) may be held below the CPU's own
+    # instruction set: their timings are another machine's
+    isa = f"{torch.backends.cpu.get_cpu_capability()}|{native_arch()}"
+    return f"{model_name}|{torch.get_num_threads()} threads|torch {torch.__version__}|{isa}"
 
 
 def choice_file() -> Path:

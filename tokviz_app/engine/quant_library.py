@@ -93,12 +93,24 @@ def build(path: Path, compiler: str, source: Path = SOURCE, flags: tuple[str, ..
         tmp.unlink(missing_ok=True)
 
 
+def native_arch() -> str:
+    """What `-march=native` builds for: `native`, or TOKVIZ_NATIVE_ARCH (e.g. `x86-64-v3`, the AVX2 code on an
+    AVX-512 machine: to measure or test the code other CPUs run)."""
+    return os.environ.get("TOKVIZ_NATIVE_ARCH", "").strip() or "native"
+
+
+def target_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
+    arch = native_arch()
+    return tuple(f"-march={arch}" if flag == "-march=native" else flag for flag in flags)
+
+
 def load_shared(source: Path, flags: tuple[str, ...]) -> tuple[ctypes.CDLL, Path, float]:
     """`source` built with `flags` (once per machine, compiler and source) and loaded: (library, its path,
     seconds spent building: 0 where it was built already)."""
     import time
 
     started = time.perf_counter()
+    flags = target_flags(flags)
     with _build_lock:
         compiler = _compiler()
         path = library_path(compiler, source, flags)
