@@ -108,6 +108,7 @@ def test_every_instruction_set_gives_the_same_numbers(isa):
 def test_tokviz_native_arch_builds_the_code_of_another_instruction_set(monkeypatch):
     """TOKVIZ_NATIVE_ARCH=x86-64-v3 builds the AVX2 code on any x86-64 machine (to measure or test the code an
     AVX2 machine runs), and the remembered kernel choices are kept apart from the native code's."""
+    monkeypatch.delenv("TOKVIZ_NATIVE_ARCH", raising=False)
     native_key = kernel_choices.machine_key()
     monkeypatch.setenv("TOKVIZ_NATIVE_ARCH", "x86-64-v3")
     try:
