@@ -64,15 +64,23 @@ def measure_tokviz(folder: str, device: str, steps: int) -> dict:
     return results
 
 
+def plain_model(folder: str, device: str):
+    """The baseline model: plain transformers, exactly as from_pretrained returns it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+
+
 def measure_plain(folder: str, device: str, steps: int) -> dict:
     """The baseline: plain transformers, exactly as from_pretrained returns it, in a process of its own as a
     user's script would run it (one process's second OpenMP pool slows both: engine/openmp.py)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+    from transformers import AutoTokenizer, DynamicCache
 
     tok = AutoTokenizer.from_pretrained(folder)
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    hf = plain_model(folder, device)
     gen = torch.Generator().manual_seed(0)
     results: dict = {}
     for context in (100, 600):
@@ -117,10 +125,7 @@ def serve_prefills(folder: str, device: str, side: str) -> None:
         model = ModelManager(device=device).load(folder)
         prefill = lambda: model.start_from_ids(prompt, SamplingParams(seed=0)).close()  # noqa: E731
     else:
-        from transformers import AutoModelForCausalLM
-
-        dtype = torch.float32 if device == "cpu" else torch.bfloat16
-        hf = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+        hf = plain_model(folder, device)
 
         def prefill():
             with torch.inference_mode():

@@ -87,8 +87,10 @@ def attention_or_skip():
     return llama_decode.attention()
 
 
-def pool_or_skip() -> int:
-    """The matrix kernels' thread pool (tokviz_parallel), which the attention of a step runs on."""
+@pytest.fixture(scope="module")
+def pool() -> int:
+    """The matrix kernels' thread pool (tokviz_parallel), which the attention of a step runs on (loaded once:
+    each load keys the library by running the compiler's --version)."""
     try:
         return load_library().parallel
     except QuantUnavailable as error:
@@ -109,7 +111,7 @@ def attend(function, q, keys, values, keep, scale, parallel=None, threads=1):
 @pytest.mark.parametrize("rows, q_heads, kv_heads, dim, columns, masked", [
     (1, 9, 3, 64, 110, False), (8, 9, 3, 64, 110, True), (16, 9, 3, 64, 37, True), (8, 9, 3, 64, 5, False),
     (2, 8, 2, 128, 1500, True), (3, 4, 4, 32, 19, True), (2, 6, 3, 24, 9, False)])
-def test_decode_attention_against_sdpa_and_float64(rows, q_heads, kv_heads, dim, columns, masked):
+def test_decode_attention_against_sdpa_and_float64(rows, q_heads, kv_heads, dim, columns, masked, pool):
     function = attention_or_skip()
     torch.manual_seed(rows * columns + dim)
     # keys and values as the cache holds them: views of buffers with room to grow
@@ -136,12 +138,12 @@ def test_decode_attention_against_sdpa_and_float64(rows, q_heads, kv_heads, dim,
     assert (want.double() - exact).abs().max() < 1e-5
     assert (out - want).abs().max() < 1e-5
     # on the kernels' pool, each (row, head) pair shared out is computed as alone: bit for bit the same
-    pooled_status, pooled = attend(function, q, keys, values, keep, scale, pool_or_skip(), 2)
+    pooled_status, pooled = attend(function, q, keys, values, keep, scale, pool, 2)
     assert pooled_status == 0 and torch.equal(pooled, out)
 
 
 @pytest.mark.parametrize("rows", [1, 3])
-def test_decode_attention_writes_the_steps_keys_and_values_into_the_cache_first(rows):
+def test_decode_attention_writes_the_steps_keys_and_values_into_the_cache_first(rows, pool):
     """The step's own keys and values (read with row strides, as views of the joined q/k/v output are) land in
     the cache's column `length - 1`, every other column untouched, and are attended to."""
     function = attention_or_skip()
@@ -156,7 +158,7 @@ def test_decode_attention_writes_the_steps_keys_and_values_into_the_cache_first(
     out = torch.empty_like(q)
     assert function(q.data_ptr(), rows, 9, kv_heads, dim, key_buffer.data_ptr(), value_buffer.data_ptr(),
                     key_buffer.stride(0), key_buffer.stride(1), held + 1, None, dim**-0.5, out.data_ptr(),
-                    k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0), pool_or_skip(), 2) == 0
+                    k.data_ptr(), k.stride(0), v.data_ptr(), v.stride(0), pool, 2) == 0
     assert torch.equal(key_buffer[:, :, held], k.view(rows, kv_heads, dim))
     assert torch.equal(value_buffer[:, :, held], v.view(rows, kv_heads, dim))
     for buffer, old in zip((key_buffer, value_buffer), before):
@@ -167,13 +169,13 @@ def test_decode_attention_writes_the_steps_keys_and_values_into_the_cache_first(
     assert (out - want.reshape(rows, 1, -1)).abs().max() < 1e-5
 
 
-def test_shapes_the_attention_cannot_take_are_refused():
+def test_shapes_the_attention_cannot_take_are_refused(pool):
     function = attention_or_skip()
     q, keys = torch.zeros(1, 1, 9 * 64), torch.zeros(1, 3, 4, 64)
     assert attend(function, q, keys, keys, torch.zeros(1, 4, dtype=torch.bool), 0.125)[0] == 2  # nothing to attend to
     second_row_blind = torch.tensor([[True] * 4, [False] * 4])  # on the pool, only the second part sees it
     two = torch.zeros(2, 1, 9 * 64), torch.zeros(2, 3, 4, 64)
-    assert attend(function, two[0], two[1], two[1], second_row_blind, 0.125, pool_or_skip(), 2)[0] == 2
+    assert attend(function, two[0], two[1], two[1], second_row_blind, 0.125, pool, 2)[0] == 2
     assert attend(function, torch.zeros(1, 1, 8 * 64), keys, keys, None, 0.125)[0] == 1  # 8 query heads on 3
     odd = torch.zeros(1, 3, 4, 12)
     assert attend(function, torch.zeros(1, 1, 9 * 12), odd, odd, None, 0.3)[0] == 1  # a head size not of 8s

@@ -41,6 +41,7 @@ static inline vf sums(const vf a[W]) {
            __builtin_shufflevector(c[0], c[1], 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
+#include "thread_pool.h"
 #include "vector_exp.h"
 
 /* One row's key/value head and its group of query heads; D the head size (a constant where it is one of the
@@ -92,9 +93,6 @@ static inline __attribute__((always_inline)) int one_head(const float *qh, const
     }
     return 0;
 }
-
-typedef void (*PartFunction)(const void *arg, int part, int parts);
-typedef void (*Parallel)(PartFunction function, const void *arg, int threads); /* exact_quant.c's tokviz_parallel */
 
 typedef struct {
     const float *q, *keys, *values;

@@ -255,6 +255,8 @@ static void run_part(const void* arg, int part, int parts) {
    microseconds; then they sleep. */
 #include <pthread.h>
 #include <stdatomic.h>
+
+#include "thread_pool.h"
 #include <time.h>
 #if defined(__x86_64__) || defined(__i386__)
 #define PAUSE() __builtin_ia32_pause()
@@ -266,7 +268,6 @@ static void run_part(const void* arg, int part, int parts) {
 
 static pthread_mutex_t call_lock = PTHREAD_MUTEX_INITIALIZER, sleep_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
-typedef void (*PartFunction)(const void* arg, int part, int parts);
 static PartFunction current;  /* the call at hand: current(current_arg, i, current_parts) for every part i */
 static const void* current_arg;
 static int current_parts;
