@@ -255,9 +255,9 @@ static void run_part(const void* arg, int part, int parts) {
    microseconds; then they sleep. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "thread_pool.h"
-#include <time.h>
 #if defined(__x86_64__) || defined(__i386__)
 #define PAUSE() __builtin_ia32_pause()
 #else
