@@ -7,8 +7,16 @@ import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
 
+from tests.instruction_sets import ARCHES, use_arch
 from tokviz_app.engine import llama_decode
 from tokviz_app.engine.quant_library import QuantUnavailable, load_library
+
+
+@pytest.fixture(autouse=True, params=ARCHES)
+def arch(request, monkeypatch) -> str:
+    """Every test on this machine's own code and on the AVX2 code (tests/instruction_sets.py)."""
+    use_arch(monkeypatch, request.param, llama_decode, "add_rms_norm", "rotary", "silu_mul", "attention")
+    return request.param
 
 
 def glue_or_skip():

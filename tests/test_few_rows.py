@@ -8,11 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.instruction_sets import ARCHES, use_arch
 from tokviz_app.engine import ModelManager, few_rows
 from tokviz_app.engine.linear_layouts import RowsLinear
 from tokviz_app.engine.openmp import this_threads_openmp
 
 pytestmark = pytest.mark.skipif(not few_rows.available(), reason="no C compiler with OpenMP here")
+
+
+@pytest.fixture(autouse=True, params=ARCHES)
+def arch(request, monkeypatch) -> str:
+    """Every test on this machine's own code and on the AVX2 code (4-row tiles where AVX-512 has 8)."""
+    use_arch(monkeypatch, request.param, few_rows, "kernel")
+    return request.param
 
 
 def error_against_float64(out: torch.Tensor, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> float:

@@ -99,8 +99,9 @@ def native_arch() -> str:
     return os.environ.get("TOKVIZ_NATIVE_ARCH", "").strip() or "native"
 
 
-def target_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
-    arch = native_arch()
+def target_flags(flags: tuple[str, ...], arch: str | None = None) -> tuple[str, ...]:
+    """`flags` with `-march=native` made `-march=arch` (by default TOKVIZ_NATIVE_ARCH's)."""
+    arch = arch or native_arch()
     return tuple(f"-march={arch}" if flag == "-march=native" else flag for flag in flags)
 
 
@@ -173,3 +174,7 @@ class LazyFunction:
         where given (tests: the code for other instruction sets)."""
         source, own_flags, *rest = self._args
         return LazyFunction(source, own_flags if flags is None else flags, *rest)
+
+    def for_arch(self, arch: str) -> "LazyFunction":
+        """The same function built for `-march=arch` (tests: the code other CPUs run, e.g. x86-64-v3 for AVX2)."""
+        return self.fresh(target_flags(self._args[1], arch))
