@@ -165,16 +165,16 @@ def main() -> None:
 
     # The counts take turns, round after round (the order rotating), and each keeps its best round: a shared
     # host's speed swings within minutes, and counts measured one after the other read its swings as ratios.
-    counts = [int(x) for x in args.sessions.split(",")]
+    counts, rounds = [int(x) for x in args.sessions.split(",")], max(args.rounds, 1)
     throughput: dict = {}
-    for round_index in range(max(args.rounds, 1)):
+    for round_index in range(rounds):
         shift = round_index % len(counts)
         for n in counts[shift:] + counts[:shift]:
             tps, batches, tokens, lag = run_sessions(model, n, args.steps, args.context)
             if n not in throughput or tps > throughput[n]["tokens_per_s"]:
                 throughput[n] = {"tokens_per_s": tps, "mean_batch": tokens / max(batches, 1), "max_lag_steps": lag}
     throughput = {n: throughput[n] for n in counts}
-    results["throughput"], results["rounds"] = throughput, max(args.rounds, 1)
+    results["throughput"], results["rounds"] = throughput, rounds
     base = throughput[min(throughput)]["tokens_per_s"]
     for n, row in throughput.items():
         row["speedup"] = row["tokens_per_s"] / base

@@ -4,6 +4,7 @@ and accumulators), and the reverse holds on the AVX2 machines."""
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -17,6 +18,8 @@ def runs_here(arch: str) -> bool:
         return True
     if platform.machine() not in ("x86_64", "AMD64"):
         return False
+    if arch == "x86-64":  # the baseline every x86-64 CPU runs
+        return True
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     except (OSError, StopIteration):
@@ -30,4 +33,11 @@ def use_arch(monkeypatch, arch: str, module, *names: str) -> None:
         pytest.skip(f"this CPU does not run {arch} code")
     if arch != "native":
         for name in names:
-            monkeypatch.setattr(module, name, getattr(module, name).for_arch(arch))
+            monkeypatch.setattr(module, name, _built(getattr(module, name), arch))
+
+
+@functools.cache
+def _built(function, arch: str):
+    """One LazyFunction per kernel and arch for the whole run: each first use keys its library by running the
+    compiler (`cc --version`) and loads it."""
+    return function.for_arch(arch)

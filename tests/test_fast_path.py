@@ -16,7 +16,7 @@ import torch
 from tests.reference import assert_step_matches, full_logits
 from tokviz_app.engine import ModelManager, SamplingParams, bundled, fast_path, kernel_choices, llama_decode, \
     quant_linear
-from tokviz_app.engine.quant_library import FLAGS, QuantUnavailable, load_library
+from tokviz_app.engine.quant_library import FLAGS, QuantUnavailable, load_library, target_flags
 from tokviz_app.engine.quant_linear import QuantLinear
 from tokviz_app.engine.quant_weights import QuantBlocks, matched
 from tokviz_app.engine.resident import ResidentBatch, Slot, new_cache
@@ -89,7 +89,7 @@ def test_many_rows_go_through_dequantised_tiles_that_are_the_weights_bit_for_bit
 def test_every_instruction_set_gives_the_same_numbers(isa):
     """The machine at hand builds its own -march=native; the code for the others is checked here too."""
     try:
-        library = load_library(tuple(f"-march={isa}" if f == "-march=native" else f for f in FLAGS))
+        library = load_library(target_flags(FLAGS, isa))
     except QuantUnavailable as error:
         pytest.skip(f"no C compiler here: {error}")
     assert library.vector_width == (8 if isa == "x86-64-v3" else 1)

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import math
-import platform
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.instruction_sets import use_arch
 from tokviz_app.core.types import SamplingParams
 from tokviz_app.engine import row_stats as native
 from tokviz_app.engine.token_steps import token_steps
@@ -53,10 +53,7 @@ def test_statistics_match_numpy_in_float64(vocab, path, monkeypatch):
     else:
         kernel_or_skip()
     if path.startswith("x86-64"):
-        if platform.machine() not in ("x86_64", "AMD64"):
-            pytest.skip("x86-64 instruction sets")
-        flags = tuple(f"-march={path}" if flag == "-march=native" else flag for flag in native.FLAGS)
-        monkeypatch.setattr(native, "kernel", native.kernel.fresh(flags))
+        use_arch(monkeypatch, path, native, "kernel")
     logits = rows_with(vocab, seed=vocab)
     targets = [0, vocab - 1, vocab // 2, min(1, vocab - 1)]
     k = min(20, vocab)
